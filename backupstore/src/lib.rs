@@ -3,3 +3,6 @@
 //! the store's lock, and never lets a completed backup reference a block that is not stored.
 
 pub mod source;
+pub mod target;
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -1,14 +1,7 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Node-local volumes: a chain of sparse 4 KiB-sector layer files (head, snapshots, optional
+//! backing image), instant snapshots, exact change tracking from allocated extents, restores and
+//! a FUSE file frontend. No Kubernetes types; every metadata change is crash-safe.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod frontend;
+pub mod image;
+pub mod io;
