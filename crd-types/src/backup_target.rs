@@ -106,6 +106,13 @@ impl BackupTargetSpec {
     }
 }
 
+/// Check a backup target URL as the BackupTarget schema does (`Ok` for an empty URL).
+pub fn validate_target_url(url: &str) -> Result<(), crate::ValidationErrors> {
+    let mut c = Checker::default();
+    url_problems(url, &mut c);
+    c.finish()
+}
+
 fn url_problems(url: &str, c: &mut Checker) {
     const FIELD: &str = "spec.backupTargetURL";
     if url.is_empty() {
