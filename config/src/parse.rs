@@ -137,6 +137,16 @@ pub(crate) fn controller(
         )?,
         grace: duration(args::LEASE_GRACE, &args.lease_grace, Duration::ZERO)?,
     };
+    if lease.grace >= lease.duration {
+        return Err(invalid(
+            args::LEASE_GRACE,
+            &args.lease_grace,
+            format!(
+                "must be shorter than --lease-duration ({:?})",
+                lease.duration
+            ),
+        ));
+    }
     let default_backup_target = match args.default_backup_target.as_str() {
         "" => None,
         url => {

@@ -150,6 +150,11 @@ fn invalid_controller_values_name_flag_and_env() {
         ),
         (&["--lease-name", ""], "lease-name", "BULWARK_LEASE_NAME"),
         (
+            &["--lease-duration", "10s", "--lease-grace", "10s"],
+            "lease-grace",
+            "BULWARK_LEASE_GRACE",
+        ),
+        (
             &["--default-backup-target", "ftp://x/y"],
             "default-backup-target",
             "BULWARK_DEFAULT_BACKUP_TARGET",

@@ -1,0 +1,4 @@
+//! Subcommands that work without running a controller.
+
+pub mod backup;
+pub mod crd;

@@ -1,0 +1,65 @@
+//! The controllers `bulwark run` runs while it leads. Each lives in its own module: wiring,
+//! a reconcile pipeline (read → validate → build → apply → status), pure parts unit-tested.
+
+pub mod default_target;
+#[cfg(test)]
+pub mod testing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::ControllerConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::caches::Caches;
+use crate::metrics::Metrics;
+
+/// What every controller gets.
+pub struct Context {
+    pub client: kube::Client,
+    pub config: Arc<ControllerConfig>,
+    pub metrics: Metrics,
+    pub caches: Caches,
+}
+
+/// Run every controller until `stop` fires (leadership lost or shutdown).
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
+    let bootstrap = tokio::spawn(ensure_default_target(ctx.clone(), stop.clone()));
+    stop.cancelled().await;
+    let _ = bootstrap.await;
+}
+
+/// Create the `default` BackupTarget from configuration, retrying until it is done.
+async fn ensure_default_target(ctx: Arc<Context>, stop: CancellationToken) {
+    let Some(url) = ctx.config.default_backup_target.clone() else {
+        return;
+    };
+    let namespace = ctx.config.common.namespace.clone();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let started = std::time::Instant::now();
+        let result = default_target::ensure(&ctx.client, &namespace, &url).await;
+        let outcome = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|_| crate::metrics::ErrorCategory::Kubernetes);
+        ctx.metrics.reconciled(
+            "default-backup-target",
+            started.elapsed().as_secs_f64(),
+            outcome,
+        );
+        match result {
+            Ok(outcome) => {
+                tracing::info!(?outcome, %namespace, "default backup target checked");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot create the default backup target, retrying")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(60)),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The mock API server of kube's `tower-test` pattern: tests script the exact requests a
+//! reconcile must make and the answers the API server gives.
+
+use http::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use tower_test::mock::{self, Handle, SendResponse};
+
+/// The server side of a mock client.
+pub struct ApiServer {
+    handle: Handle<Request<Body>, Response<Body>>,
+}
+
+/// One request the code under test made, ready to be answered.
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    send: SendResponse<Response<Body>>,
+}
+
+impl Recorded {
+    pub fn respond(self, response: Response<Body>) {
+        self.send.send_response(response);
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl ApiServer {
+    /// A client talking to a new mock server (default namespace `default`).
+    pub fn start() -> (kube::Client, ApiServer) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        (kube::Client::new(service, "default"), ApiServer { handle })
+    }
+
+    /// The next request, which must have this method and path.
+    pub async fn expect(&mut self, method: Method, path: &str) -> Recorded {
+        let (request, send) = self
+            .handle
+            .next_request()
+            .await
+            .expect("the code under test sent a request");
+        let (parts, body) = request.into_parts();
+        let body = body.collect_bytes().await.expect("request body").to_vec();
+        let recorded = Recorded {
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body,
+            send,
+        };
+        assert_eq!(
+            (&recorded.method, recorded.path.as_str()),
+            (&method, path),
+            "unexpected request"
+        );
+        recorded
+    }
+}
+
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            serde_json::to_vec(&body).expect("JSON serializes"),
+        ))
+        .expect("valid response")
+}
+
+/// The API server's answer for an object that does not exist.
+pub fn not_found(name: &str) -> Response<Body> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+            "code": 404, "message": format!("\"{name}\" not found")
+        }),
+    )
+}

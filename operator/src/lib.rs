@@ -1,0 +1,16 @@
+//! The Bulwark operator: the controllers `bulwark run` runs while it leads, the node agent,
+//! the HTTP endpoints and metrics, and the cluster-less CLI. It composes the library crates and
+//! adds only Kubernetes wiring; data work lives in `engine` and `backupstore`.
+
+pub mod caches;
+pub mod cli;
+pub mod cluster;
+pub mod controllers;
+pub mod crds;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod readiness;
+pub mod run;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,158 @@
+//! The two long-running modes: `run` (controller) and `agent` (node agent).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::{AgentConfig, ControllerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::caches::Caches;
+use crate::controllers::{self, Context};
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::{cluster, crds, http, leader, shutdown};
+
+/// How often a missing CRD is looked for again.
+const CRD_RECHECK: Duration = Duration::from_secs(10);
+
+pub async fn controller(config: ControllerConfig) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::default();
+    readiness.wait_for("cluster", "connecting to the API server");
+    let server = http::serve(
+        config.common.http_addr,
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let client = cluster::client(&config.common.cluster).await?;
+    readiness.done("cluster");
+
+    if config.install_crds {
+        crds::install(&client)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot install the CRDs (--install-crds): {e}"))?;
+    }
+    if !wait_for_crds(&client, &readiness, &shutdown).await {
+        return finish(server).await;
+    }
+    let caches = Caches::start(&client, &readiness, &shutdown);
+
+    readiness.wait_for("leader election", "Lease not acquired or observed yet");
+    let (mut leading, lease_task) =
+        leader::elect(&client, &config.common.namespace, &config.lease).await?;
+    let ctx = Arc::new(Context {
+        client,
+        config: Arc::new(config),
+        metrics: metrics.clone(),
+        caches,
+    });
+    let mut running: Option<(CancellationToken, tokio::task::JoinHandle<()>)> = None;
+    loop {
+        let is_leader = *leading.borrow_and_update();
+        // Followers are ready too: they serve metrics and take over when the leader goes.
+        readiness.done("leader election");
+        metrics.leader.set(i64::from(is_leader));
+        match (is_leader, running.take()) {
+            (true, None) => {
+                tracing::info!("became leader, starting controllers");
+                let stop = shutdown.child_token();
+                running = Some((
+                    stop.clone(),
+                    tokio::spawn(controllers::run(ctx.clone(), stop)),
+                ));
+            }
+            (false, Some((stop, task))) => {
+                tracing::warn!("lost leadership, stopping controllers");
+                stop.cancel();
+                let _ = task.await;
+            }
+            (_, still) => running = still,
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = leading.changed() => if changed.is_err() {
+                anyhow::bail!("leader election stopped unexpectedly: {:?}", lease_task.await);
+            },
+        }
+    }
+    if let Some((stop, task)) = running {
+        stop.cancel();
+        let _ = task.await;
+    }
+    // Dropping the receiver makes the lease task release the Lease, so a successor need not wait
+    // for it to expire.
+    drop(leading);
+    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "could not release the Lease"),
+        Err(_) => tracing::warn!("releasing the Lease timed out"),
+        _ => tracing::info!("Lease released"),
+    }
+    finish(server).await
+}
+
+/// Wait until every CRD is installed and established; false if shut down first.
+async fn wait_for_crds(
+    client: &kube::Client,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> bool {
+    loop {
+        match crds::not_ready(client).await {
+            Ok(waiting) if waiting.is_empty() => return true,
+            Ok(waiting) => {
+                for (what, why) in &waiting {
+                    tracing::warn!(%what, %why, "waiting for CRD");
+                    readiness.wait_for(what, why.clone());
+                }
+                for crd in crd_types::crds::all() {
+                    let what = format!("crd {}", crd.metadata.name.unwrap_or_default());
+                    if !waiting.iter().any(|(w, _)| *w == what) {
+                        readiness.done(&what);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read CRDs, retrying");
+                readiness.wait_for("crds", format!("cannot read CRDs: {error}"));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(CRD_RECHECK) => {}
+        }
+    }
+}
+
+async fn finish(server: tokio::task::JoinHandle<()>) -> anyhow::Result<()> {
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn agent(config: AgentConfig) -> anyhow::Result<()> {
+    let shutdown = shutdown::on_signal();
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::default();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot use data directory {} (--data-dir / BULWARK_DATA_DIR): {e}",
+            config.data_dir.display()
+        )
+    })?;
+    readiness.wait_for("cluster", "connecting to the API server");
+    let server = http::serve(
+        config.common.http_addr,
+        metrics,
+        readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let _client = cluster::client(&config.common.cluster).await?;
+    readiness.done("cluster");
+    tracing::info!(node = %config.node_name, data_dir = %config.data_dir.display(), "agent started");
+    shutdown.cancelled().await;
+    finish(server).await
+}
