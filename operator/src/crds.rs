@@ -54,7 +54,7 @@ fn is_established(crd: &CustomResourceDefinition) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::testing::{ApiServer, json_response};
+    use crate::controllers::testing::{ApiServer, json_response, not_found};
     use http::{Method, StatusCode};
 
     fn established(name: &str) -> serde_json::Value {
@@ -84,10 +84,7 @@ mod tests {
                     )
                     .await;
                 let response = match i {
-                    0 => json_response(
-                        StatusCode::NOT_FOUND,
-                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-                    ),
+                    0 => not_found(),
                     1 => {
                         let mut crd = established(name);
                         crd["status"]["conditions"][0]["status"] = "False".into();

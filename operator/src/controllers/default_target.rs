@@ -58,7 +58,7 @@ pub async fn ensure(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::testing::{ApiServer, json_response, not_found};
+    use crate::controllers::testing::{ApiServer, json_response, not_found, status};
     use http::{Method, StatusCode};
 
     const PATH: &str = "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/backuptargets";
@@ -70,7 +70,7 @@ mod tests {
             server
                 .expect(Method::GET, &format!("{PATH}/default"))
                 .await
-                .respond(not_found("default"));
+                .respond(not_found());
             let create = server.expect(Method::POST, PATH).await;
             assert!(
                 create.query.contains("fieldManager=bulwark"),
@@ -120,12 +120,11 @@ mod tests {
             server
                 .expect(Method::GET, &format!("{PATH}/default"))
                 .await
-                .respond(not_found("default"));
-            let conflict = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"});
+                .respond(not_found());
             server
                 .expect(Method::POST, PATH)
                 .await
-                .respond(json_response(StatusCode::CONFLICT, conflict));
+                .respond(status(409, "AlreadyExists"));
         });
         let outcome = ensure(&client, "bulwark-system", "file:///x").await;
         script.await.expect("server script");
@@ -141,11 +140,10 @@ mod tests {
     async fn api_errors_are_returned() {
         let (client, mut server) = ApiServer::start();
         let script = tokio::spawn(async move {
-            let forbidden = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "forbidden"});
             server
                 .expect(Method::GET, &format!("{PATH}/default"))
                 .await
-                .respond(json_response(StatusCode::FORBIDDEN, forbidden));
+                .respond(status(403, "Forbidden"));
         });
         let outcome = ensure(&client, "bulwark-system", "file:///x").await;
         script.await.expect("server script");

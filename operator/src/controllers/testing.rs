@@ -77,13 +77,19 @@ pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Bo
         .expect("valid response")
 }
 
-/// The API server's answer for an object that does not exist.
-pub fn not_found(name: &str) -> Response<Body> {
+/// The API server's failure answer (a `Status` object) with this code and reason.
+pub fn status(code: u16, reason: &str) -> Response<Body> {
+    let status = StatusCode::from_u16(code).expect("a valid HTTP status");
     json_response(
-        StatusCode::NOT_FOUND,
+        status,
         serde_json::json!({
-            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-            "code": 404, "message": format!("\"{name}\" not found")
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+            "code": code, "message": format!("{reason} (mock API server)")
         }),
     )
+}
+
+/// The API server's answer for an object that does not exist.
+pub fn not_found() -> Response<Body> {
+    status(404, "NotFound")
 }
