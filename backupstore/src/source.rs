@@ -31,6 +31,21 @@ pub trait BlockSource: Send + Sync {
 
     /// Fill `buf` with the bytes at `offset`. Reads past `size()` are an error.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// True when [`BlockSource::extents`] lists every block of the volume that may hold data
+    /// (a plain file or a full snapshot), false for a diff against a base. With an incremental
+    /// backup, blocks of the previous map outside the extents are dropped for a covering source
+    /// (they are holes now) and carried over for a diff source.
+    fn covers_whole_volume(&self) -> bool {
+        false
+    }
+
+    /// For a diff source: the snapshot it is a diff against. A backup refuses to lay the diff
+    /// over a last backup taken from another snapshot (use [`crate::Store::incremental_base`]
+    /// to pick the base). `None`: not checked.
+    fn diff_base(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a restore writes into.
@@ -43,4 +58,10 @@ pub trait BlockSink: Send + Sync {
 
     /// Make everything written so far durable.
     fn flush(&self) -> io::Result<()>;
+
+    /// True when every byte not yet written reads as zero (for example a freshly created sparse
+    /// file), so a full restore need not zero the ranges its backup does not cover.
+    fn is_zeroed(&self) -> bool {
+        false
+    }
 }
