@@ -96,12 +96,13 @@ impl BackupOptions {
     }
 }
 
-/// One worker per core, at least two so I/O overlaps hashing.
+/// Blocks in flight: one per core plus two, so a block being written or read never leaves a
+/// core idle (memory ≈ 2 × workers × block size).
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-        .max(2)
+        + 2
 }
 
 /// What a backup did, in bytes and blocks.
@@ -182,20 +183,33 @@ struct Processed {
     fate: BlockFate,
 }
 
+thread_local! {
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Shared {
     /// Reads, hashes and (if it must be uploaded) compresses the block at `offset`. Blocking.
     fn process(&self, offset: u64) -> Result<Processed> {
         let size = self.source.size();
         let len = self.block_size.min(size.saturating_sub(offset)) as usize;
-        let mut buf = vec![0u8; self.block_size as usize];
+        // One buffer per blocking thread, reused: a fresh 2 MiB allocation per block costs page
+        // faults and zeroing on every block.
+        READ_BUFFER.with_borrow_mut(|buf| self.process_in(offset, len, buf))
+    }
+
+    fn process_in(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<Processed> {
+        buf.resize(self.block_size as usize, 0);
+        // A short last block hashes (and is stored) zero-padded to the block size.
+        buf[len..].fill(0);
         self.source
             .read_at(offset, &mut buf[..len])
             .map_err(|source| Error::SourceRead { offset, source })?;
+        let buf = &buf[..];
         // Allocated zeros are common (fresh file systems, discarded space): skip hashing them.
-        let checksum = if is_all_zero(&buf) {
+        let checksum = if is_all_zero(buf) {
             self.zero_checksum.clone()
         } else {
-            h(&buf)
+            h(buf)
         };
         let same_as_before = self.previous.get(&offset) == Some(&checksum);
         let first_claim = self
@@ -213,7 +227,7 @@ impl Shared {
         } else {
             let data = self
                 .compression
-                .compress(&buf)
+                .compress(buf)
                 .map_err(|e| Error::Task(format!("compressing block at {offset}: {e}")))?;
             BlockFate::Upload {
                 data,
@@ -437,7 +451,7 @@ impl Store {
             stored: plan.stored.clone(),
             claimed: Mutex::new(HashSet::new()),
             reupload: opts.reupload_existing,
-            zero_checksum: h(&vec![0u8; opts.block_size as usize]),
+            zero_checksum: crate::names::zero_block_checksum(opts.block_size),
         })
     }
 

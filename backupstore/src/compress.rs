@@ -47,19 +47,7 @@ impl Compression {
                 enc.write_all(data)?;
                 enc.finish()
             }
-            Compression::Lz4 => {
-                // What Longhorn's Go encoder writes: 4 MiB independent blocks, content checksum.
-                let info = lz4_flex::frame::FrameInfo::new()
-                    .block_size(lz4_flex::frame::BlockSize::Max4MB)
-                    .block_mode(lz4_flex::frame::BlockMode::Independent)
-                    .content_checksum(true);
-                let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(
-                    info,
-                    Vec::with_capacity(data.len() / 2),
-                );
-                enc.write_all(data)?;
-                enc.finish().map_err(std::io::Error::other)
-            }
+            Compression::Lz4 => compress_lz4(data),
         }
     }
 
@@ -67,18 +55,21 @@ impl Compression {
     /// exhaust memory.
     pub fn decompress(&self, data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(limit.min(64 << 20) as usize);
+        self.decompress_into(data, limit, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Compression::decompress`] into `out` (cleared first), so callers can reuse buffers.
+    fn decompress_into(&self, data: &[u8], limit: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+        out.clear();
         match self {
             Compression::None => out.extend_from_slice(data),
             Compression::Gzip => {
                 flate2::read::GzDecoder::new(data)
                     .take(limit + 1)
-                    .read_to_end(&mut out)?;
+                    .read_to_end(out)?;
             }
-            Compression::Lz4 => {
-                lz4_flex::frame::FrameDecoder::new(data)
-                    .take(limit + 1)
-                    .read_to_end(&mut out)?;
-            }
+            Compression::Lz4 => decompress_lz4(data, limit, out)?,
         }
         if out.len() as u64 > limit {
             return Err(std::io::Error::new(
@@ -86,8 +77,107 @@ impl Compression {
                 format!("decompresses to more than {limit} bytes"),
             ));
         }
-        Ok(out)
+        Ok(())
     }
+}
+
+thread_local! {
+    /// One lz4 frame encoder per thread, reused: its 4 MiB working buffers, allocated afresh
+    /// per block, cost more (page faults, zeroing) than compressing incompressible data.
+    static LZ4_ENCODER: std::cell::RefCell<Option<lz4_flex::frame::FrameEncoder<Vec<u8>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// What Longhorn's Go encoder writes: 4 MiB independent blocks, content checksum. A reused
+/// encoder starts every frame afresh (header, cleared match table), so its output is the same
+/// as a new encoder's.
+fn compress_lz4(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    LZ4_ENCODER.with_borrow_mut(|slot| {
+        let enc = slot.get_or_insert_with(|| {
+            let info = lz4_flex::frame::FrameInfo::new()
+                .block_size(lz4_flex::frame::BlockSize::Max4MB)
+                .block_mode(lz4_flex::frame::BlockMode::Independent)
+                .content_checksum(true);
+            lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new())
+        });
+        // Room for incompressible data (the frame's worst case): the output never reallocates.
+        *enc.get_mut() = Vec::with_capacity(data.len() + data.len() / 255 + 64);
+        let written = enc
+            .write_all(data)
+            .and_then(|()| enc.try_finish().map_err(std::io::Error::other));
+        let out = std::mem::take(enc.get_mut());
+        match written {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                // Never reuse an encoder left mid-frame.
+                *slot = None;
+                Err(e)
+            }
+        }
+    })
+}
+
+type Lz4Decoder = lz4_flex::frame::FrameDecoder<std::io::Cursor<Vec<u8>>>;
+
+thread_local! {
+    /// One lz4 frame decoder per thread, reused for the same reason as [`LZ4_ENCODER`]; it reads
+    /// from its own copy of the stored block (a reused buffer).
+    static LZ4_DECODER: std::cell::RefCell<Option<Lz4Decoder>> =
+        const { std::cell::RefCell::new(None) };
+    /// Decompressed block, reused by [`with_open_block`].
+    static BLOCK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn decompress_lz4(data: &[u8], limit: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    LZ4_DECODER.with_borrow_mut(|slot| {
+        let dec = slot.get_or_insert_with(|| {
+            lz4_flex::frame::FrameDecoder::new(std::io::Cursor::new(Vec::new()))
+        });
+        let mut input = std::mem::take(dec.get_mut().get_mut());
+        input.clear();
+        input.extend_from_slice(data);
+        *dec.get_mut() = std::io::Cursor::new(input);
+        let read = dec.by_ref().take(limit + 1).read_to_end(out);
+        let at_end = dec.get_ref().position() == dec.get_ref().get_ref().len() as u64;
+        if read.is_err() || !at_end {
+            // A decoder stopped mid-frame is never reused.
+            *slot = None;
+        }
+        read.map(|_| ())
+    })
+}
+
+/// [`open_block`] handing the checked content to `use_block` from a reused per-thread buffer
+/// (no allocation per block).
+pub fn with_open_block<T>(
+    compression: Compression,
+    stored: &[u8],
+    checksum: &str,
+    block_size: u64,
+    target: &str,
+    object: &str,
+    use_block: impl FnOnce(&[u8]) -> T,
+) -> Result<T> {
+    BLOCK_BUFFER.with_borrow_mut(|buf| {
+        let corrupt = |reason: String| Error::CorruptBlock {
+            target: target.to_string(),
+            object: object.to_string(),
+            reason,
+        };
+        compression
+            .decompress_into(stored, block_size, buf)
+            .map_err(|e| {
+                corrupt(format!(
+                    "cannot decompress as {}: {e}",
+                    compression.as_str()
+                ))
+            })?;
+        let actual = h(buf);
+        if actual != checksum {
+            return Err(corrupt(format!("content hashes to {actual}")));
+        }
+        Ok(use_block(buf))
+    })
 }
 
 /// Whether every byte of `data` is zero (vectorisable: ORs 4 KiB chunks instead of stopping at
@@ -136,6 +226,50 @@ mod tests {
             let packed = c.compress(&data).expect("compress");
             let back = open_block(c, &packed, &h(&data), 1 << 20, "t", "o").expect("open");
             assert_eq!(back, data, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_reused_lz4_encoder_writes_what_a_fresh_one_does() {
+        let blocks: Vec<Vec<u8>> = (0..3u32)
+            .map(|seed| {
+                (0..(2u32 << 20))
+                    .map(|i| (i.wrapping_mul(2_654_435_761 + seed) >> (7 + seed)) as u8)
+                    .collect()
+            })
+            .collect();
+        for data in blocks.iter().chain(blocks.iter()) {
+            let info = lz4_flex::frame::FrameInfo::new()
+                .block_size(lz4_flex::frame::BlockSize::Max4MB)
+                .block_mode(lz4_flex::frame::BlockMode::Independent)
+                .content_checksum(true);
+            let mut fresh = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+            fresh.write_all(data).expect("write");
+            let expected = fresh.finish().expect("finish");
+            assert_eq!(Compression::Lz4.compress(data).expect("compress"), expected);
+        }
+    }
+
+    #[test]
+    fn reused_buffers_open_blocks_like_fresh_ones() {
+        let a: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+        let b: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(40_503) >> 9) as u8)
+            .collect();
+        for c in [Compression::None, Compression::Gzip, Compression::Lz4] {
+            let (pa, pb) = (c.compress(&a).expect("a"), c.compress(&b).expect("b"));
+            // A failure in between must not leave state behind for the next block.
+            let cut = &pb[..pb.len() / 2];
+            for (packed, data) in [(&pa, &a), (&pb, &b), (&pa, &a)] {
+                let got = with_open_block(c, packed, &h(data), 2 << 20, "t", "o", <[u8]>::to_vec)
+                    .expect("open");
+                assert_eq!(&got, data, "{c:?}");
+                assert!(with_open_block(c, cut, &h(&b), 2 << 20, "t", "o", |_| ()).is_err());
+            }
+            assert!(matches!(
+                with_open_block(c, &pa, &h(&b), 2 << 20, "t", "o", |_| ()),
+                Err(Error::CorruptBlock { .. })
+            ));
         }
     }
 

@@ -10,6 +10,24 @@ pub fn h(data: &[u8]) -> String {
     hex::encode(&digest[..32])
 }
 
+/// `H` of an all-zero block of `block_size` bytes, computed once per size per process (a
+/// 16 MiB hash costs tens of milliseconds, too much to repeat for every small incremental).
+pub fn zero_block_checksum(block_size: u64) -> String {
+    static CACHE: std::sync::Mutex<Vec<(u64, String)>> = std::sync::Mutex::new(Vec::new());
+    if let Ok(cache) = CACHE.lock()
+        && let Some((_, c)) = cache.iter().find(|(size, _)| *size == block_size)
+    {
+        return c.clone();
+    }
+    let checksum = h(&vec![0u8; block_size as usize]);
+    if let Ok(mut cache) = CACHE.lock()
+        && cache.len() < 8
+    {
+        cache.push((block_size, checksum.clone()));
+    }
+    checksum
+}
+
 /// Checks a volume or backup name against `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`.
 pub fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     let bytes = name.as_bytes();
@@ -108,6 +126,14 @@ pub fn lock_name_from_file(file: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_block_checksum_is_h_of_zeros_per_size() {
+        for size in [4096u64, 2 << 20, 4096] {
+            assert_eq!(zero_block_checksum(size), h(&vec![0u8; size as usize]));
+        }
+        assert_ne!(zero_block_checksum(4096), zero_block_checksum(8192));
+    }
 
     #[test]
     fn h_matches_the_spec_check_values() {

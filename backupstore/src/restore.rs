@@ -9,11 +9,11 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::blockmap::{RestoreStep, incremental_steps, validate};
-use crate::compress::{Compression, open_block};
+use crate::compress::{Compression, with_open_block};
 use crate::error::{Error, Result};
 use crate::format::{BackupConfig, VolumeConfig};
 use crate::lock::{HeldLock, LockKind, PendingLock};
-use crate::names::{backup_cfg, block_path, h, validate_name};
+use crate::names::{backup_cfg, block_path, validate_name};
 use crate::source::BlockSink;
 use crate::store::Store;
 
@@ -31,7 +31,7 @@ pub struct RestoreOptions {
 impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
-            workers: crate::backup::default_workers() * 2,
+            workers: crate::backup::default_workers(),
             progress: None,
             cancel: CancellationToken::new(),
         }
@@ -274,7 +274,7 @@ impl Store {
             ..RestoreProgress::default()
         };
         let label = self.label().to_string();
-        let zero_checksum = h(&vec![0u8; block_size as usize]);
+        let zero_checksum = crate::names::zero_block_checksum(block_size);
         let sink_zeroed = sink.is_zeroed();
         let mut done = futures::stream::iter(steps)
             .map(|step| {
@@ -309,18 +309,21 @@ impl Store {
                             let stored = self.get(&rel).await?;
                             let fetched = stored.len() as u64;
                             let written = tokio::task::spawn_blocking(move || {
-                                let data = open_block(
+                                with_open_block(
                                     compression,
                                     &stored,
                                     &checksum,
                                     block_size,
                                     &label,
                                     &rel,
-                                )?;
-                                let len = (data.len() as u64).min(size.saturating_sub(offset));
-                                sink.write_at(offset, &data[..len as usize])
-                                    .map_err(|source| Error::SinkWrite { offset, source })?;
-                                Ok::<_, Error>(len)
+                                    |data| {
+                                        let len =
+                                            (data.len() as u64).min(size.saturating_sub(offset));
+                                        sink.write_at(offset, &data[..len as usize])
+                                            .map_err(|source| Error::SinkWrite { offset, source })
+                                            .map(|()| len)
+                                    },
+                                )?
                             })
                             .await
                             .map_err(|e| Error::Task(e.to_string()))??;

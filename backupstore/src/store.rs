@@ -36,6 +36,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Longest idle time a kept shared lock may linger ([`Store::with_lock_linger`]): 10 s, so
+/// another client's delete (Longhorn's waits up to 30 s for locks) is never starved.
+pub const MAX_LOCK_LINGER: Duration = Duration::from_secs(10);
+
 /// One object found by a listing: its path relative to the target root and its mtime.
 #[derive(Debug, Clone)]
 pub(crate) struct Listed {
@@ -81,8 +85,10 @@ impl Store {
     /// wait. Off (zero) by default. While kept, the lock excludes other clients' deletes of
     /// that volume (Longhorn's delete waits up to 30 s), so keep it short (10 s or less) and
     /// call [`Store::close`] before exiting.
+    /// The linger is an idle timeout: the kept lock is released `linger` after the last
+    /// operation ended (each operation restarts it). Capped at [`MAX_LOCK_LINGER`].
     pub fn with_lock_linger(mut self, linger: Duration) -> Store {
-        self.lock_linger = linger;
+        self.lock_linger = linger.min(MAX_LOCK_LINGER);
         self
     }
 

@@ -330,7 +330,11 @@ mod properties {
         #[test]
         fn backup_cfg_round_trips(
             name in text(), snap in text(), size in any::<i64>(), labels in labels(),
-            params in labels(), inc in any::<bool>(), method in text(), pb in any::<bool>(),
+            params in labels(), inc in any::<bool>(),
+            // A method that is itself a JSON string literal is read as doubly encoded (the
+            // deliberate leniency of `lenient_double_str`), so it cannot round-trip.
+            method in text().prop_filter("quoted method", |m| !m.starts_with('"')),
+            pb in any::<bool>(),
             offsets in proptest::collection::btree_set(0i64..1_000_000, 0..20),
             newly in any::<i64>(), path in text(),
         ) {

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
+
+use super::deferred_sync::DeferredBlockSync;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -35,13 +37,21 @@ fn is_visible(meta: &ObjectMeta) -> bool {
     !meta.location.filename().is_some_and(is_longhorn_temp_name)
 }
 
-/// Open directory `dir` as an object store, durable (fsync on write) and tidy (empty
+/// Open directory `dir` as an object store, durable (metadata fsynced on write; blocks
+/// fsynced in batches before any metadata, see [`DeferredBlockSync`]) and tidy (empty
 /// directories removed on delete, as Longhorn's driver leaves none behind).
 pub fn open_directory(dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
     let store = LocalFileSystem::new_with_prefix(dir)?
         .with_fsync(true)
         .with_automatic_cleanup(true);
-    Ok(Arc::new(HideTempFiles::new(store)))
+    let root = std::fs::canonicalize(dir).map_err(|source| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(source),
+    })?;
+    Ok(Arc::new(DeferredBlockSync::new(
+        HideTempFiles::new(store),
+        root,
+    )))
 }
 
 /// An object store whose listings leave out Longhorn's `<name>.tmp.<nanos>` staging files.

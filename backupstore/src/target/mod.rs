@@ -6,6 +6,7 @@
 //! [`Clients`] keeps one client per target so connections and TLS sessions are reused.
 
 pub mod credentials;
+pub mod deferred_sync;
 pub mod local;
 pub mod nfs;
 pub mod s3;
