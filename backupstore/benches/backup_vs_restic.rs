@@ -581,24 +581,29 @@ fn parent() -> BoxResult<()> {
         };
         println!("{name:<44} {ours:>14.2} {theirs:>14.2} {ratio:>8.2}x");
     };
+    // CPU time and peak memory of one phase, both lower-is-better.
+    let resources = |phase: &str, ours: &Measured, theirs: &Measured| {
+        row(
+            &format!("{phase}, CPU s (user+sys)"),
+            ours.cpu_secs,
+            theirs.cpu_secs,
+            false,
+        );
+        let mib = |m: &Measured| m.peak_rss_kib as f64 / 1024.0;
+        row(
+            &format!("{phase}, peak RSS MiB"),
+            mib(ours),
+            mib(theirs),
+            false,
+        );
+    };
     row(
         "full backup, MiB/s of image",
         mib_per_s(size, ours_full.wall),
         mib_per_s(size, restic_full.wall),
         true,
     );
-    row(
-        "full backup, CPU s (user+sys)",
-        ours_full.cpu_secs,
-        restic_full.cpu_secs,
-        false,
-    );
-    row(
-        "full backup, peak RSS MiB",
-        ours_full.peak_rss_kib as f64 / 1024.0,
-        restic_full.peak_rss_kib as f64 / 1024.0,
-        false,
-    );
+    resources("full backup", &ours_full, &restic_full);
     row(
         "incremental backup cold (1% blocks), s",
         ours_inc.wall.as_secs_f64(),
@@ -612,58 +617,29 @@ fn parent() -> BoxResult<()> {
         false,
     );
     row(
-        "incremental backup, CPU s (user+sys)",
-        ours_inc.cpu_secs,
-        restic_inc.cpu_secs,
-        false,
-    );
-    row(
         "incremental backup, MiB read",
         ours_inc_read as f64 / MIB as f64,
         restic_inc_read as f64 / MIB as f64,
         false,
     );
-    row(
-        "incremental backup, peak RSS MiB",
-        ours_inc.peak_rss_kib as f64 / 1024.0,
-        restic_inc.peak_rss_kib as f64 / 1024.0,
-        false,
-    );
+    resources("incremental backup", &ours_inc, &restic_inc);
     row(
         "full restore, MiB/s of image",
         mib_per_s(size, ours_restore.wall),
         mib_per_s(size, restic_restore.wall),
         true,
     );
-    row(
-        "full restore, CPU s (user+sys)",
-        ours_restore.cpu_secs,
-        restic_restore.cpu_secs,
-        false,
-    );
-    row(
-        "full restore, peak RSS MiB",
-        ours_restore.peak_rss_kib as f64 / 1024.0,
-        restic_restore.peak_rss_kib as f64 / 1024.0,
-        false,
-    );
+    resources("full restore", &ours_restore, &restic_restore);
     row(
         "incremental restore, s (restic: full)",
         ours_inc_restore.wall.as_secs_f64(),
         restic_inc_restore.wall.as_secs_f64(),
         false,
     );
-    row(
-        "incremental restore, CPU s (user+sys)",
-        ours_inc_restore.cpu_secs,
-        restic_inc_restore.cpu_secs,
-        false,
-    );
-    row(
-        "incremental restore, peak RSS MiB",
-        ours_inc_restore.peak_rss_kib as f64 / 1024.0,
-        restic_inc_restore.peak_rss_kib as f64 / 1024.0,
-        false,
+    resources(
+        "incremental restore",
+        &ours_inc_restore,
+        &restic_inc_restore,
     );
     println!();
     println!(

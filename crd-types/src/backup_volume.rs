@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{CompressionMethod, Condition, DEFAULT_BACKUP_TARGET, Time};
+use crate::common::{CompressionMethod, Condition, Time};
 use crate::validate::{Checker, Validate};
 
 pub mod rules {
@@ -54,7 +54,7 @@ pub mod rules {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackupVolumeSpec {
-    #[serde(default = "default_backup_target")]
+    #[serde(default = "crate::common::default_backup_target")]
     pub backup_target_name: String,
     /// Name of the volume in the store.
     #[schemars(length(max = 253))]
@@ -63,10 +63,6 @@ pub struct BackupVolumeSpec {
     /// Ask for a sync now: the operator syncs when this is newer than `status.lastSyncedAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_requested_at: Option<Time>,
-}
-
-fn default_backup_target() -> String {
-    DEFAULT_BACKUP_TARGET.to_owned()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

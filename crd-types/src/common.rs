@@ -11,6 +11,11 @@ pub const API_VERSION: &str = "v1beta1";
 /// The backup target a volume uses when it names none.
 pub const DEFAULT_BACKUP_TARGET: &str = "default";
 
+/// Serde default of `backupTargetName` fields.
+pub fn default_backup_target() -> String {
+    DEFAULT_BACKUP_TARGET.to_owned()
+}
+
 /// Label key that binds a volume to one recurring job: `recurring-job.bulwark.io/<job>: enabled`.
 pub const RECURRING_JOB_LABEL_PREFIX: &str = "recurring-job.bulwark.io/";
 /// Label key that binds a volume to a group of jobs: `recurring-job-group.bulwark.io/<group>: enabled`.

@@ -7,9 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{
-    CompressionMethod, Condition, DEFAULT_BACKUP_TARGET, Time, parse_quantity_bytes,
-};
+use crate::common::{CompressionMethod, Condition, Time, parse_quantity_bytes};
 use crate::validate::{Checker, Validate};
 
 pub mod rules {
@@ -88,7 +86,7 @@ pub struct VolumeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backing_image: Option<String>,
     /// BackupTarget the volume's backups go to.
-    #[serde(default = "default_backup_target")]
+    #[serde(default = "crate::common::default_backup_target")]
     pub backup_target_name: String,
     /// Compression of this volume's backup blocks; the operator's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,10 +96,6 @@ pub struct VolumeSpec {
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new(rules::BLOCK_SIZE).message(rules::BLOCK_SIZE_MSG))]
     pub backup_block_size: Option<String>,
-}
-
-fn default_backup_target() -> String {
-    DEFAULT_BACKUP_TARGET.to_owned()
 }
 
 /// Lifecycle of a volume's data on its node.
