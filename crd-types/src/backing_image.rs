@@ -138,7 +138,9 @@ pub struct BackingImageStatus {
     /// Copies on nodes, by node name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<BTreeMap<String, BackingImageNodeCopy>>,
+    /// Merged by `type` under server-side apply, so the controller and the agent each own theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<Time>,

@@ -91,7 +91,9 @@ pub fn default_poll_interval() -> String {
 pub struct BackupTargetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available: Option<bool>,
+    /// Merged by `type` under server-side apply, so the controller and the agent each own theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_at: Option<Time>,

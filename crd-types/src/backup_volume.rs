@@ -97,7 +97,9 @@ pub struct BackupVolumeStatus {
     pub last_modification: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_at: Option<Time>,
+    /// Merged by `type` under server-side apply, so the controller and the agent each own theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
 }
 

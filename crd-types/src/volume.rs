@@ -126,7 +126,9 @@ pub struct VolumeStatus {
     /// Bytes allocated on the node (all layers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual_size: Option<i64>,
+    /// Merged by `type` under server-side apply, so the controller and the agent each own theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

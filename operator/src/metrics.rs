@@ -1,5 +1,7 @@
-//! Prometheus metrics (`bulwark_` prefix). Controllers record reconciles here; later issues add
-//! volume, backup, target, recurring-job and DR series to the same registry.
+//! Prometheus metrics (`bulwark_` prefix): reconciles, the objects' state as their status says
+//! (refreshed from the caches, so series of deleted objects disappear), backup data-path
+//! figures and backup-target requests. Labels come from small fixed sets or object names,
+//! never error text.
 
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -40,6 +42,43 @@ pub struct Metrics {
     reconcile_errors: IntCounterVec,
     reconcile_duration: HistogramVec,
     pub leader: IntGauge,
+    /// `{volume}`: spec.size in bytes.
+    pub volume_capacity: IntGaugeVec,
+    /// `{volume}`: bytes allocated on the node.
+    pub volume_actual_size: IntGaugeVec,
+    /// `{volume}`: Pending=1 Creating=2 Restoring=3 Ready=4 Faulted=5 Deleting=6.
+    pub volume_state: IntGaugeVec,
+    /// `{volume}`: Unix time of the newest completed backup.
+    pub volume_last_backup: IntGaugeVec,
+    /// `{volume, snapshot}`.
+    pub snapshot_size: IntGaugeVec,
+    /// `{volume, backup}`: Pending=1 InProgress=2 Completed=3 Error=4 Unknown=5.
+    pub backup_state: IntGaugeVec,
+    /// `{volume, backup}`.
+    pub backup_size: IntGaugeVec,
+    /// `{volume, backup}`.
+    pub backup_uploaded: IntGaugeVec,
+    /// `{kind=full|incremental, result=completed|error}`.
+    pub backup_duration: HistogramVec,
+    /// `{kind, counter=read|changed|uploaded|deduplicated}`.
+    pub backup_bytes: IntCounterVec,
+    /// `{target}`: 1 when the last probe succeeded.
+    pub backup_target_available: IntGaugeVec,
+    /// `{operation, result=success|error}`: requests to backup stores.
+    pub backup_target_requests: IntCounterVec,
+}
+
+/// Series families refreshed wholesale from the caches (see `controllers::object_metrics`).
+pub fn volume_state_value(state: crd_types::volume::VolumeState) -> i64 {
+    use crd_types::volume::VolumeState::*;
+    match state {
+        Pending => 1,
+        Creating => 2,
+        Restoring => 3,
+        Ready => 4,
+        Faulted => 5,
+        Deleting => 6,
+    }
 }
 
 impl Metrics {
@@ -70,6 +109,79 @@ impl Metrics {
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let vec = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(vec.clone()))?;
+                Ok(vec)
+            };
+        let volume_capacity = gauge(
+            "volume_capacity_bytes",
+            "Volume size (spec.size).",
+            &["volume"],
+        )?;
+        let volume_actual_size = gauge(
+            "volume_actual_size_bytes",
+            "Bytes the volume's layers allocate on its node.",
+            &["volume"],
+        )?;
+        let volume_state = gauge(
+            "volume_state",
+            "Volume state: Pending=1 Creating=2 Restoring=3 Ready=4 Faulted=5 Deleting=6.",
+            &["volume"],
+        )?;
+        let volume_last_backup = gauge(
+            "volume_last_backup_timestamp_seconds",
+            "Unix time of the volume's newest completed backup.",
+            &["volume"],
+        )?;
+        let snapshot_size = gauge(
+            "snapshot_size_bytes",
+            "Bytes the snapshot's layer allocates.",
+            &["volume", "snapshot"],
+        )?;
+        let backup_state = gauge(
+            "backup_state",
+            "Backup state: Pending=1 InProgress=2 Completed=3 Error=4 Unknown=5.",
+            &["volume", "backup"],
+        )?;
+        let backup_size = gauge(
+            "backup_size_bytes",
+            "Bytes of volume data the backup holds.",
+            &["volume", "backup"],
+        )?;
+        let backup_uploaded = gauge(
+            "backup_uploaded_bytes",
+            "Bytes the backup uploaded (new blocks, compressed).",
+            &["volume", "backup"],
+        )?;
+        let backup_target_available = gauge(
+            "backup_target_available",
+            "1 when the backup target answered its last probe.",
+            &["target"],
+        )?;
+        let backup_duration = HistogramVec::new(
+            HistogramOpts::new("backup_duration_seconds", "Time one backup took.")
+                .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0]),
+            &["kind", "result"],
+        )?;
+        let backup_bytes = IntCounterVec::new(
+            Opts::new(
+                "backup_bytes_total",
+                "Bytes backups read, found changed, uploaded and deduplicated.",
+            ),
+            &["kind", "counter"],
+        )?;
+        let backup_target_requests = IntCounterVec::new(
+            Opts::new(
+                "backup_target_requests_total",
+                "Backup-store operations by operation and result.",
+            ),
+            &["operation", "result"],
+        )?;
+        registry.register(Box::new(backup_duration.clone()))?;
+        registry.register(Box::new(backup_bytes.clone()))?;
+        registry.register(Box::new(backup_target_requests.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -81,6 +193,18 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             leader,
+            volume_capacity,
+            volume_actual_size,
+            volume_state,
+            volume_last_backup,
+            snapshot_size,
+            backup_state,
+            backup_size,
+            backup_uploaded,
+            backup_duration,
+            backup_bytes,
+            backup_target_available,
+            backup_target_requests,
         })
     }
 
@@ -98,6 +222,14 @@ impl Metrics {
                 .with_label_values(&[controller, category.as_str()])
                 .inc();
         }
+    }
+
+    /// Count one backup-store `operation` (list, inspect, backup, restore, delete, probe).
+    pub fn store_request<T, E>(&self, operation: &str, result: &Result<T, E>) {
+        let result = if result.is_ok() { "success" } else { "error" };
+        self.backup_target_requests
+            .with_label_values(&[operation, result])
+            .inc();
     }
 
     /// The text exposition of every metric.

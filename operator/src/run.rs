@@ -6,10 +6,13 @@ use std::time::Duration;
 use config::{AgentConfig, ControllerConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::{self, AgentContext};
 use crate::caches::Caches;
 use crate::controllers::{self, Context};
+use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use crate::stores::Stores;
 use crate::{cluster, crds, http, leader, shutdown};
 
 /// How often a missing CRD is looked for again.
@@ -44,10 +47,16 @@ pub async fn controller(config: ControllerConfig) -> anyhow::Result<()> {
     let (mut leading, lease_task) =
         leader::elect(&client, &config.common.namespace, &config.lease).await?;
     let ctx = Arc::new(Context {
+        events: Events::new(
+            client.clone(),
+            "bulwark-controller",
+            std::env::var("POD_NAME").ok(),
+        ),
         client,
         config: Arc::new(config),
         metrics: metrics.clone(),
         caches,
+        stores: Arc::new(Stores::default()),
     });
     let mut running: Option<(CancellationToken, tokio::task::JoinHandle<()>)> = None;
     loop {
@@ -142,17 +151,59 @@ pub async fn agent(config: AgentConfig) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    let engine = engine::Engine::open(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the volume data in {} (--data-dir / BULWARK_DATA_DIR): {e}",
+            config.data_dir.display()
+        )
+    })?;
     readiness.wait_for("cluster", "connecting to the API server");
     let server = http::serve(
         config.common.http_addr,
-        metrics,
+        metrics.clone(),
         readiness.clone(),
         shutdown.clone(),
     )
     .await?;
-    let _client = cluster::client(&config.common.cluster).await?;
+    let client = cluster::client(&config.common.cluster).await?;
     readiness.done("cluster");
+    let frontend = match engine::frontend::MountedVolumes::mount(
+        &config.mount_dir,
+        &engine::frontend::FuseOptions::default(),
+    ) {
+        Ok(mounted) => Some(mounted),
+        Err(error) => {
+            // Data work (snapshots, backups, restores) still runs; only serving is missing.
+            tracing::error!(%error, dir = %config.mount_dir.display(),
+                "cannot mount the FUSE frontend (--mount-dir / BULWARK_MOUNT_DIR): volumes will not be served");
+            None
+        }
+    };
     tracing::info!(node = %config.node_name, data_dir = %config.data_dir.display(), "agent started");
-    shutdown.cancelled().await;
+    let ctx = Arc::new(AgentContext {
+        events: Events::new(
+            client.clone(),
+            "bulwark-agent",
+            Some(config.node_name.clone()),
+        ),
+        namespace: config.common.namespace.clone(),
+        node: config.node_name.clone(),
+        operations: Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_operations as usize,
+        )),
+        config: Arc::new(config),
+        client,
+        engine: Arc::new(engine),
+        stores: Arc::new(Stores::default()),
+        metrics,
+        frontend,
+    });
+    agent::run(ctx.clone(), shutdown.clone()).await;
+    if let Ok(ctx) = Arc::try_unwrap(ctx)
+        && let Some(frontend) = ctx.frontend
+        && let Err(error) = frontend.unmount()
+    {
+        tracing::warn!(%error, "cannot unmount the FUSE frontend");
+    }
     finish(server).await
 }

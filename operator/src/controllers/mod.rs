@@ -12,7 +12,9 @@ use config::ControllerConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::caches::Caches;
+use crate::events::Events;
 use crate::metrics::Metrics;
+use crate::stores::Stores;
 
 /// What every controller gets.
 pub struct Context {
@@ -20,6 +22,9 @@ pub struct Context {
     pub config: Arc<ControllerConfig>,
     pub metrics: Metrics,
     pub caches: Caches,
+    pub events: Events,
+    /// One open handle per BackupTarget.
+    pub stores: Arc<Stores>,
 }
 
 /// Run every controller until `stop` fires (leadership lost or shutdown).
