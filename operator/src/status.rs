@@ -18,6 +18,9 @@ pub mod managers {
     /// The agent on one node (`bulwark-agent-<node>` would make every node a new owner of the
     /// same fields when a volume moves; one name keeps apply conflicts away).
     pub const AGENT: &str = "bulwark-agent";
+    /// The agent's backup work: Backup status and the Volume's `lastBackup`/`lastBackupAt`
+    /// (a separate manager, so applies of volume state never drop the backup fields).
+    pub const AGENT_BACKUP: &str = "bulwark-agent-backup";
 }
 
 /// A condition of `type_`, carrying over `lastTransitionTime` from `existing` when the status

@@ -1,9 +1,13 @@
 //! The controllers `bulwark run` runs while it leads. Each lives in its own module: wiring,
 //! a reconcile pipeline (read → validate → build → apply → status), pure parts unit-tested.
 
+pub mod backup_target;
+pub mod backups;
 pub mod default_target;
+pub mod object_metrics;
 #[cfg(test)]
 pub mod testing;
+pub mod volume;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +34,12 @@ pub struct Context {
 /// Run every controller until `stop` fires (leadership lost or shutdown).
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let bootstrap = tokio::spawn(ensure_default_target(ctx.clone(), stop.clone()));
-    stop.cancelled().await;
+    tokio::join!(
+        backup_target::run(ctx.clone(), stop.clone()),
+        backups::run(ctx.clone(), stop.clone()),
+        volume::run(ctx.clone(), stop.clone()),
+        object_metrics::run(ctx.clone(), stop.clone()),
+    );
     let _ = bootstrap.await;
 }
 

@@ -1,0 +1,11 @@
+//! (skeleton: filled by the mod work)
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+
+pub async fn run(_ctx: Arc<Context>, stop: CancellationToken) {
+    stop.cancelled().await;
+}
