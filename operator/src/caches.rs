@@ -44,6 +44,21 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// Caches that stay empty (tests fill what they need through `reflector::store()` writers).
+    pub fn empty() -> Caches {
+        Caches {
+            backup_targets: reflector::store().0,
+            backup_volumes: reflector::store().0,
+            backups: reflector::store().0,
+            volumes: reflector::store().0,
+            snapshots: reflector::store().0,
+            backing_images: reflector::store().0,
+            recurring_jobs: reflector::store().0,
+        }
+    }
+}
+
 fn watch<K>(client: &kube::Client, readiness: &Readiness, shutdown: &CancellationToken) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,

@@ -93,3 +93,33 @@ pub fn status(code: u16, reason: &str) -> Response<Body> {
 pub fn not_found() -> Response<Body> {
     status(404, "NotFound")
 }
+
+/// A controller [`Context`](super::Context) on a mock API server: configuration from the
+/// defaults of `bulwark run`, empty caches, Events kept in memory.
+pub fn context() -> (
+    super::Context,
+    ApiServer,
+    std::sync::Arc<std::sync::Mutex<Vec<crate::events::Published>>>,
+) {
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        common: config::CommonArgs,
+        #[command(flatten)]
+        controller: config::ControllerArgs,
+    }
+    let args = <Args as clap::Parser>::parse_from(["bulwark"]);
+    let config = config::ControllerConfig::from_args(&args.common, &args.controller)
+        .expect("the defaults are valid");
+    let (client, server) = ApiServer::start();
+    let (events, published) = crate::events::Events::memory();
+    let ctx = super::Context {
+        client,
+        config: std::sync::Arc::new(config),
+        metrics: crate::metrics::Metrics::new().expect("metrics register"),
+        caches: crate::caches::Caches::empty(),
+        events,
+        stores: std::sync::Arc::new(crate::stores::Stores::default()),
+    };
+    (ctx, server, published)
+}
