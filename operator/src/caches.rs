@@ -27,19 +27,22 @@ pub struct Caches {
 
 impl Caches {
     /// Start one watch per kind; each is listed in `/readyz` until its first listing arrived.
+    /// Objects of `namespace` only: the operator's objects all live there, and the RBAC Role
+    /// grants no more.
     pub fn start(
         client: &kube::Client,
+        namespace: &str,
         readiness: &Readiness,
         shutdown: &CancellationToken,
     ) -> Caches {
         Caches {
-            backup_targets: watch(client, readiness, shutdown),
-            backup_volumes: watch(client, readiness, shutdown),
-            backups: watch(client, readiness, shutdown),
-            volumes: watch(client, readiness, shutdown),
-            snapshots: watch(client, readiness, shutdown),
-            backing_images: watch(client, readiness, shutdown),
-            recurring_jobs: watch(client, readiness, shutdown),
+            backup_targets: watch(client, namespace, readiness, shutdown),
+            backup_volumes: watch(client, namespace, readiness, shutdown),
+            backups: watch(client, namespace, readiness, shutdown),
+            volumes: watch(client, namespace, readiness, shutdown),
+            snapshots: watch(client, namespace, readiness, shutdown),
+            backing_images: watch(client, namespace, readiness, shutdown),
+            recurring_jobs: watch(client, namespace, readiness, shutdown),
         }
     }
 }
@@ -59,9 +62,20 @@ impl Caches {
     }
 }
 
-fn watch<K>(client: &kube::Client, readiness: &Readiness, shutdown: &CancellationToken) -> Store<K>
+fn watch<K>(
+    client: &kube::Client,
+    namespace: &str,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Store<K>
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let plural = K::plural(&K::DynamicType::default()).into_owned();
@@ -70,7 +84,10 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<K>::namespaced(client.clone(), namespace),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .applied_objects();

@@ -14,6 +14,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod presence;
+pub mod rbac;
 pub mod readiness;
 pub mod run;
 pub mod shutdown;

@@ -1,5 +1,5 @@
 //! `bulwark`: the Bulwark operator. `run` is the leader-elected controller, `agent` the node
-//! agent, `crd` prints the CRDs, `backup` works on a backup store without a cluster.
+//! agent, `crd` prints the CRDs, `rbac` the RBAC manifests, `backup` works on a backup store without a cluster.
 
 use clap::{Parser, Subcommand};
 use config::{AgentArgs, AgentConfig, CommonArgs, ControllerArgs, ControllerConfig};
@@ -26,6 +26,8 @@ enum Command {
     Agent(AgentArgs),
     /// Print every CRD as YAML.
     Crd,
+    /// Print the ServiceAccounts, Roles and bindings as YAML.
+    Rbac,
     /// Work on a backup store directly, without a cluster.
     #[command(subcommand)]
     Backup(cli::backup::BackupCommand),
@@ -62,6 +64,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             run::agent(config).await
         }
         Command::Crd => cli::crd::print(),
+        Command::Rbac => cli::rbac::print(),
         Command::Backup(command) => cli::backup::run(command).await,
     }
 }

@@ -41,7 +41,7 @@ pub async fn controller(config: ControllerConfig) -> anyhow::Result<()> {
     if !wait_for_crds(&client, &readiness, &shutdown).await {
         return finish(server).await;
     }
-    let caches = Caches::start(&client, &readiness, &shutdown);
+    let caches = Caches::start(&client, &config.common.namespace, &readiness, &shutdown);
 
     readiness.wait_for("leader election", "Lease not acquired or observed yet");
     let (mut leading, lease_task) =

@@ -1,0 +1,293 @@
+//! The least privileges `bulwark run` and `bulwark agent` need, as one table per component:
+//! `bulwark rbac` prints them as ServiceAccounts, Roles and bindings (`deploy/rbac.yaml`,
+//! checked by a test). A new API call in the code means a new row here, reviewed as such.
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use kube::api::ObjectMeta;
+
+/// Namespace the manifests install into (`deploy/namespace.yaml`).
+pub const NAMESPACE: &str = "bulwark-system";
+pub const CONTROLLER: &str = "bulwark-controller";
+pub const AGENT: &str = "bulwark-agent";
+
+/// One rule: API group, resources, verbs (and resource names when narrowed to them).
+pub struct Rule {
+    pub group: &'static str,
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+    pub names: &'static [&'static str],
+}
+
+const fn rule(
+    group: &'static str,
+    resources: &'static [&'static str],
+    verbs: &'static [&'static str],
+) -> Rule {
+    Rule {
+        group,
+        resources,
+        verbs,
+        names: &[],
+    }
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const EVENTS: Rule = rule("events.k8s.io", &["events"], &["create", "patch"]);
+
+/// The controller, in its namespace.
+pub const CONTROLLER_RULES: &[Rule] = &[
+    // Caches of every kind; placement patches finalizers and backup defaults.
+    rule(
+        "bulwark.io",
+        &["volumes"],
+        &["get", "list", "watch", "patch"],
+    ),
+    rule(
+        "bulwark.io",
+        &["snapshots", "backingimages", "recurringjobs"],
+        READ,
+    ),
+    // The store mirror creates and deletes BackupVolumes and Backups; deletion removes finalizers.
+    rule(
+        "bulwark.io",
+        &["backups", "backupvolumes"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    // The `default` target is created from configuration.
+    rule(
+        "bulwark.io",
+        &["backuptargets"],
+        &["get", "list", "watch", "create", "patch"],
+    ),
+    rule(
+        "bulwark.io",
+        &[
+            "volumes/status",
+            "backups/status",
+            "backupvolumes/status",
+            "backuptargets/status",
+        ],
+        &["patch"],
+    ),
+    // Credential Secrets of backup targets (watched so a fixed Secret is picked up at once).
+    rule("", &["secrets"], READ),
+    // Leader election, and the agents' Leases that say which nodes can take volumes.
+    rule(
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "list", "watch", "create", "update", "patch"],
+    ),
+    EVENTS,
+];
+
+/// The controller, cluster-wide: it checks that our CRDs are installed and established.
+pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[Rule {
+    group: "apiextensions.k8s.io",
+    resources: &["customresourcedefinitions"],
+    verbs: &["get"],
+    names: &[
+        "volumes.bulwark.io",
+        "snapshots.bulwark.io",
+        "backups.bulwark.io",
+        "backupvolumes.bulwark.io",
+        "backuptargets.bulwark.io",
+        "backingimages.bulwark.io",
+        "recurringjobs.bulwark.io",
+    ],
+}];
+
+/// The agent on every node, in the operator's namespace.
+pub const AGENT_RULES: &[Rule] = &[
+    // Volume data lifecycle: the finalizer is removed once the data is gone.
+    rule(
+        "bulwark.io",
+        &["volumes"],
+        &["get", "list", "watch", "patch"],
+    ),
+    // Snapshots the engine has but no object describes get objects; backups may create theirs.
+    rule(
+        "bulwark.io",
+        &["snapshots"],
+        &["get", "list", "watch", "create", "patch"],
+    ),
+    rule(
+        "bulwark.io",
+        &["backups"],
+        &["get", "list", "watch", "patch"],
+    ),
+    rule("bulwark.io", &["backuptargets", "backingimages"], READ),
+    rule(
+        "bulwark.io",
+        &["volumes/status", "snapshots/status", "backups/status"],
+        &["patch"],
+    ),
+    rule("", &["secrets"], &["get"]),
+    // The node's presence Lease (server-side apply creates it the first time).
+    rule(
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "create", "update", "patch"],
+    ),
+    EVENTS,
+];
+
+fn policy(rules: &[Rule]) -> Vec<PolicyRule> {
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    rules
+        .iter()
+        .map(|r| PolicyRule {
+            api_groups: Some(vec![r.group.to_owned()]),
+            resources: Some(strings(r.resources)),
+            verbs: strings(r.verbs),
+            resource_names: (!r.names.is_empty()).then(|| strings(r.names)),
+            non_resource_urls: None,
+        })
+        .collect()
+}
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some([("app.kubernetes.io/part-of".to_owned(), "bulwark".to_owned())].into()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn subject(account: &str) -> Option<Vec<Subject>> {
+    Some(vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: account.into(),
+        namespace: Some(NAMESPACE.into()),
+        api_group: None,
+    }])
+}
+
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: "rbac.authorization.k8s.io".into(),
+        kind: kind.into(),
+        name: name.into(),
+    }
+}
+
+/// Append one manifest with its type header (k8s-openapi's types serialize without it).
+fn push<T: serde::Serialize + k8s_openapi::Resource>(
+    out: &mut String,
+    object: &T,
+) -> anyhow::Result<()> {
+    let mut value = serde_json::to_value(object)?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), T::API_VERSION.into());
+        map.insert("kind".into(), T::KIND.into());
+    }
+    out.push_str("---\n");
+    out.push_str(&serde_saphyr::to_string(&value)?);
+    Ok(())
+}
+
+/// `deploy/rbac.yaml`.
+pub fn to_yaml() -> anyhow::Result<String> {
+    let ns = Some(NAMESPACE);
+    let mut out = String::from(
+        "# Generated by `bulwark rbac` from operator/src/rbac.rs; do not edit (a test checks it).\n",
+    );
+    for account in [CONTROLLER, AGENT] {
+        push(
+            &mut out,
+            &ServiceAccount {
+                metadata: meta(account, ns),
+                ..ServiceAccount::default()
+            },
+        )?;
+    }
+    push(
+        &mut out,
+        &Role {
+            metadata: meta(CONTROLLER, ns),
+            rules: Some(policy(CONTROLLER_RULES)),
+        },
+    )?;
+    push(
+        &mut out,
+        &RoleBinding {
+            metadata: meta(CONTROLLER, ns),
+            role_ref: role_ref("Role", CONTROLLER),
+            subjects: subject(CONTROLLER),
+        },
+    )?;
+    push(
+        &mut out,
+        &ClusterRole {
+            metadata: meta(CONTROLLER, None),
+            rules: Some(policy(CONTROLLER_CLUSTER_RULES)),
+            aggregation_rule: None,
+        },
+    )?;
+    push(
+        &mut out,
+        &ClusterRoleBinding {
+            metadata: meta(CONTROLLER, None),
+            role_ref: role_ref("ClusterRole", CONTROLLER),
+            subjects: subject(CONTROLLER),
+        },
+    )?;
+    push(
+        &mut out,
+        &Role {
+            metadata: meta(AGENT, ns),
+            rules: Some(policy(AGENT_RULES)),
+        },
+    )?;
+    push(
+        &mut out,
+        &RoleBinding {
+            metadata: meta(AGENT, ns),
+            role_ref: role_ref("Role", AGENT),
+            subjects: subject(AGENT),
+        },
+    )?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_wildcards_and_no_secret_writes() {
+        for rule in CONTROLLER_RULES
+            .iter()
+            .chain(AGENT_RULES)
+            .chain(CONTROLLER_CLUSTER_RULES)
+        {
+            assert!(
+                !rule.verbs.contains(&"*") && !rule.resources.contains(&"*") && rule.group != "*"
+            );
+            if rule.resources.contains(&"secrets") {
+                assert!(
+                    rule.verbs
+                        .iter()
+                        .all(|v| ["get", "list", "watch"].contains(v))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_agent_cannot_create_or_delete_volumes_or_targets() {
+        for rule in AGENT_RULES {
+            for resource in ["volumes", "backuptargets", "backupvolumes"] {
+                if rule.resources.contains(&resource) {
+                    assert!(
+                        !rule.verbs.contains(&"create") && !rule.verbs.contains(&"delete"),
+                        "{resource}"
+                    );
+                }
+            }
+        }
+    }
+}
