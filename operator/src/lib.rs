@@ -17,6 +17,7 @@ pub mod presence;
 pub mod rbac;
 pub mod readiness;
 pub mod run;
+pub mod scheduler;
 pub mod shutdown;
 pub mod status;
 pub mod stores;

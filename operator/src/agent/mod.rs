@@ -3,6 +3,7 @@
 //! create and delete volume data, serve volumes through the FUSE frontend, take and delete
 //! snapshots, back up, restore. It never decides placement; the controller does.
 
+pub mod backing_images;
 pub mod backups;
 pub mod snapshots;
 pub mod volumes;
@@ -50,6 +51,7 @@ pub async fn run(ctx: Arc<AgentContext>, shutdown: CancellationToken) {
         volumes::run(ctx.clone(), shutdown.clone()),
         snapshots::run(ctx.clone(), shutdown.clone()),
         backups::run(ctx.clone(), shutdown.clone()),
+        backing_images::run(ctx.clone(), shutdown.clone()),
     );
     ctx.stores.close_all().await;
 }

@@ -1,10 +1,12 @@
 //! The controllers `bulwark run` runs while it leads. Each lives in its own module: wiring,
 //! a reconcile pipeline (read → validate → build → apply → status), pure parts unit-tested.
 
+pub mod backing_image;
 pub mod backup_target;
 pub mod backups;
 pub mod default_target;
 pub mod object_metrics;
+pub mod snapshot_content;
 #[cfg(test)]
 pub mod testing;
 pub mod volume;
@@ -39,6 +41,9 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         backups::run(ctx.clone(), stop.clone()),
         volume::run(ctx.clone(), stop.clone()),
         object_metrics::run(ctx.clone(), stop.clone()),
+        backing_image::run(ctx.clone(), stop.clone()),
+        snapshot_content::run(ctx.clone(), stop.clone()),
+        crate::scheduler::run(ctx.clone(), stop.clone()),
     );
     let _ = bootstrap.await;
 }

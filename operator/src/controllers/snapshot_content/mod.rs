@@ -1,0 +1,11 @@
+//! (skeleton: filled by the snapshot_content/mod work)
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::controllers::Context;
+
+pub async fn run(_ctx: Arc<Context>, stop: CancellationToken) {
+    stop.cancelled().await;
+}
