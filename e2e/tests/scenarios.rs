@@ -1,0 +1,447 @@
+//! The product as a user runs it. Run with a cluster in `KUBECONFIG`:
+//! `BULWARK_E2E=1 cargo test -p e2e -- --ignored --test-threads=1` (local mode needs root and
+//! /dev/fuse for the agents' volume files).
+
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use crd_types::backup::BackupState;
+use crd_types::{Backup, BackupTarget, RecurringJob, Snapshot, Volume};
+use e2e::objects::{self, backup, is_finished, is_ready, pattern, snapshot, volume, wait_for};
+use e2e::{Cluster, Options, Target};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn write(cluster: &Cluster, node: usize, volume: &str, offset: u64, data: &[u8]) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cluster.volume_file(node, volume))
+        .expect("the volume's file is served");
+    file.write_all_at(data, offset)
+        .expect("write through the volume file");
+    file.sync_all().expect("fsync reaches the volume");
+}
+
+fn read(cluster: &Cluster, node: usize, volume: &str) -> Vec<u8> {
+    std::fs::read(cluster.volume_file(node, volume)).expect("read the volume file")
+}
+
+async fn backed_up(cluster: &Cluster, name: &str, volume: &str, snap: Option<&str>) -> Backup {
+    let backups: Api<Backup> = cluster.api();
+    backups
+        .create(&PostParams::default(), &backup(name, volume, snap))
+        .await
+        .expect("create backup");
+    let done = wait_for(&backups, name, "finished", 3 * MINUTE, is_finished).await;
+    assert_eq!(
+        objects::backup_state(&done),
+        Some(BackupState::Completed),
+        "{done:#?}"
+    );
+    done
+}
+
+fn execution_count(job: &RecurringJob) -> i64 {
+    job.status
+        .as_ref()
+        .and_then(|s| s.execution_count)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster; BULWARK_E2E=1"]
+async fn backup_target_available_and_unavailable_with_the_reason() {
+    let cluster = Cluster::start(Options::default()).await;
+    let targets: Api<BackupTarget> = cluster.api();
+    wait_for(&targets, "default", "available", MINUTE, |t| {
+        t.status.as_ref().and_then(|s| s.available) == Some(true)
+    })
+    .await;
+    let missing = objects::backup_target("missing", "file:///nonexistent/bulwark-e2e", None);
+    targets
+        .create(&PostParams::default(), &missing)
+        .await
+        .expect("create target");
+    let down = wait_for(&targets, "missing", "unavailable", MINUTE, |t| {
+        t.status.as_ref().and_then(|s| s.available) == Some(false)
+    })
+    .await;
+    let conditions = down.status.and_then(|s| s.conditions).unwrap_or_default();
+    let unavailable = conditions
+        .iter()
+        .find(|c| c.type_ == "Unavailable")
+        .expect("an Unavailable condition");
+    assert_eq!(unavailable.status, "True");
+    assert!(
+        unavailable.message.contains("/nonexistent/bulwark-e2e"),
+        "{}",
+        unavailable.message
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster; BULWARK_E2E=1"]
+async fn volume_snapshot_backup_restore_gives_identical_bytes() {
+    let cluster = Cluster::start(Options {
+        agents: 1,
+        target: Target::S3,
+    })
+    .await;
+    let volumes: Api<Volume> = cluster.api();
+    let snapshots: Api<Snapshot> = cluster.api();
+    volumes
+        .create(&PostParams::default(), &volume("data", "64Mi"))
+        .await
+        .expect("create volume");
+    wait_for(&volumes, "data", "Ready", MINUTE, is_ready).await;
+    write(&cluster, 0, "data", 1 << 20, &pattern(10 << 20, 1));
+    snapshots
+        .create(&PostParams::default(), &snapshot("data-s1", "data"))
+        .await
+        .expect("create snapshot");
+    wait_for(&snapshots, "data-s1", "ready to use", MINUTE, |s| {
+        s.status.as_ref().and_then(|s| s.ready_to_use) == Some(true)
+    })
+    .await;
+    let done = backed_up(&cluster, "backup-00000000000000a1", "data", Some("data-s1")).await;
+    let url = done
+        .status
+        .and_then(|s| s.url)
+        .expect("a Completed backup has a URL");
+    volumes
+        .create(
+            &PostParams::default(),
+            &objects::restored_volume("copy", "64Mi", &url, false),
+        )
+        .await
+        .expect("create restored volume");
+    wait_for(&volumes, "copy", "Ready", 3 * MINUTE, is_ready).await;
+    assert!(
+        read(&cluster, 0, "data") == read(&cluster, 0, "copy"),
+        "restored bytes differ"
+    );
+
+    // 1% of the volume changes; the next backup reads about that, not the volume.
+    write(&cluster, 0, "data", 40 << 20, &pattern(640 << 10, 2));
+    let incremental = backed_up(&cluster, "backup-00000000000000a2", "data", None).await;
+    let read_bytes = incremental
+        .status
+        .and_then(|s| s.bytes_read)
+        .expect("bytesRead");
+    assert!(
+        read_bytes <= 2 << 20,
+        "incremental backup read {read_bytes} bytes for a 640 KiB change"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster; BULWARK_E2E=1"]
+async fn recurring_jobs_snapshot_retain_and_skip_visibly() {
+    let cluster = Cluster::start(Options::default()).await;
+    let volumes: Api<Volume> = cluster.api();
+    let mut labelled = volume("rec", "32Mi");
+    labelled.metadata.labels = Some(
+        [(
+            "recurring-job.bulwark.io/every-minute".to_owned(),
+            "enabled".to_owned(),
+        )]
+        .into(),
+    );
+    volumes
+        .create(&PostParams::default(), &labelled)
+        .await
+        .expect("create volume");
+    wait_for(&volumes, "rec", "Ready", MINUTE, is_ready).await;
+    let jobs: Api<RecurringJob> = cluster.api();
+    let job: RecurringJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "bulwark.io/v1beta1", "kind": "RecurringJob",
+        "metadata": {"name": "every-minute"},
+        "spec": {"task": "snapshot", "cron": "* * * * *", "retain": 2, "concurrency": 1}
+    }))
+    .expect("a valid job");
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("create job");
+    let snapshots: Api<Snapshot> = cluster.api();
+    let by_job = kube::api::ListParams::default().labels("RecurringJob=every-minute");
+    for round in 0..3u8 {
+        write(
+            &cluster,
+            0,
+            "rec",
+            u64::from(round) << 20,
+            &pattern(4096, round),
+        );
+        let before = execution_count(&jobs.get("every-minute").await.expect("job"));
+        wait_for(&jobs, "every-minute", "run once more", 2 * MINUTE, |j| {
+            execution_count(j) > before
+        })
+        .await;
+    }
+    let kept = snapshots.list(&by_job).await.expect("list").items.len();
+    assert_eq!(kept, 2, "retain: 2 keeps two of the job's snapshots");
+    // Nothing written: the next run skips, and says so.
+    let before = execution_count(&jobs.get("every-minute").await.expect("job"));
+    let skipped = wait_for(&jobs, "every-minute", "run once more", 2 * MINUTE, |j| {
+        execution_count(j) > before
+    })
+    .await;
+    let status = skipped.status.expect("status");
+    assert_eq!(
+        status.last_result,
+        Some(crd_types::recurring_job::RunResult::Skipped),
+        "{status:#?}"
+    );
+    assert_eq!(snapshots.list(&by_job).await.expect("list").items.len(), 2);
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster; BULWARK_E2E=1"]
+async fn standby_volume_follows_incrementally_and_activates() {
+    // Two "clusters": the second kubeconfig when given, else a second namespace of the same
+    // cluster with its own operator processes, both on one store.
+    let primary = Cluster::start(Options {
+        agents: 1,
+        target: Target::File,
+    })
+    .await;
+    let second = std::env::var("BULWARK_E2E_KUBECONFIG_B").ok();
+    let standby_side = Cluster::start_with(
+        second.as_deref().map(std::path::Path::new),
+        Options::default(),
+    )
+    .await;
+    let volumes: Api<Volume> = primary.api();
+    volumes
+        .create(&PostParams::default(), &volume("dr", "32Mi"))
+        .await
+        .expect("create");
+    wait_for(&volumes, "dr", "Ready", MINUTE, is_ready).await;
+    write(&primary, 0, "dr", 0, &pattern(4 << 20, 7));
+    let first = backed_up(&primary, "backup-00000000000000d1", "dr", None).await;
+    let url = first.status.and_then(|s| s.url).expect("url");
+    // The standby side reaches the same store through its own `default` target.
+    let targets: Api<BackupTarget> = standby_side.api();
+    let _ = targets.delete("default", &DeleteParams::default()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    targets
+        .create(
+            &PostParams::default(),
+            &objects::backup_target("default", primary.target_url(), None),
+        )
+        .await
+        .expect("target on the standby side");
+    let standby_volumes: Api<Volume> = standby_side.api();
+    standby_volumes
+        .create(
+            &PostParams::default(),
+            &objects::restored_volume("dr", "32Mi", &url, true),
+        )
+        .await
+        .expect("create standby");
+    wait_for(
+        &standby_volumes,
+        "dr",
+        "restored the first backup",
+        3 * MINUTE,
+        |v| {
+            v.status
+                .as_ref()
+                .and_then(|s| s.last_restored_backup.as_deref())
+                == Some("backup-00000000000000d1")
+        },
+    )
+    .await;
+    write(&primary, 0, "dr", 8 << 20, &pattern(1 << 20, 8));
+    backed_up(&primary, "backup-00000000000000d2", "dr", None).await;
+    wait_for(
+        &standby_volumes,
+        "dr",
+        "followed the second backup",
+        3 * MINUTE,
+        |v| {
+            v.status
+                .as_ref()
+                .and_then(|s| s.last_restored_backup.as_deref())
+                == Some("backup-00000000000000d2")
+        },
+    )
+    .await;
+    let mut activate = standby_volumes.get("dr").await.expect("standby");
+    activate.spec.standby = false;
+    standby_volumes
+        .replace("dr", &PostParams::default(), &activate)
+        .await
+        .expect("activate");
+    wait_for(
+        &standby_volumes,
+        "dr",
+        "active and Ready",
+        3 * MINUTE,
+        |v| is_ready(v) && v.status.as_ref().and_then(|s| s.is_standby) != Some(true),
+    )
+    .await;
+    assert!(
+        read(&primary, 0, "dr") == read(&standby_side, 0, "dr"),
+        "the activated standby differs from its source"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster with the external-snapshotter CRDs; BULWARK_E2E=1"]
+async fn pre_provisioned_backup_and_on_demand_backing_image_contents() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let cluster = Cluster::start(Options::default()).await;
+    let volumes: Api<Volume> = cluster.api();
+    volumes
+        .create(&PostParams::default(), &volume("vsc", "16Mi"))
+        .await
+        .expect("create");
+    wait_for(&volumes, "vsc", "Ready", MINUTE, is_ready).await;
+    write(&cluster, 0, "vsc", 0, &pattern(1 << 20, 9));
+    backed_up(&cluster, "backup-00000000000000c1", "vsc", None).await;
+    let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent");
+    let contents: Api<DynamicObject> =
+        Api::all_with(cluster.client.clone(), &ApiResource::from_gvk(&gvk));
+    let content = |name: &str, handle: &str| -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
+            "metadata": {"name": name},
+            "spec": {
+                "driver": "driver.bulwark.io", "deletionPolicy": "Retain",
+                "source": {"snapshotHandle": handle},
+                "volumeSnapshotRef": {"name": name, "namespace": cluster.namespace}
+            }
+        }))
+        .expect("a content")
+    };
+    let ready = |c: &DynamicObject| c.data["status"]["readyToUse"] == true;
+    let name = format!("{}-bak", cluster.namespace);
+    contents
+        .create(
+            &PostParams::default(),
+            &content(&name, "bak://vsc/backup-00000000000000c1"),
+        )
+        .await
+        .expect("create the pre-provisioned content");
+    let done = wait_for(&contents, &name, "ready", 2 * MINUTE, ready).await;
+    assert_eq!(
+        done.data["status"]["snapshotHandle"],
+        "bak://vsc/backup-00000000000000c1"
+    );
+    let image = format!("{}-img", cluster.namespace);
+    let handle = format!(
+        "bi://backing?backingImage={image}&backingImageDataSourceType=export-from-volume&export-type=raw&volume-name=vsc"
+    );
+    contents
+        .create(&PostParams::default(), &content(&image, &handle))
+        .await
+        .expect("create the on-demand content");
+    wait_for(&contents, &image, "ready", 3 * MINUTE, ready).await;
+    let images: Api<crd_types::BackingImage> = cluster.api();
+    assert!(
+        images.get_opt(&image).await.expect("get").is_some(),
+        "the image was created on demand"
+    );
+    for name in [name, image] {
+        let _ = contents.delete(&name, &DeleteParams::default()).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster; BULWARK_E2E=1"]
+async fn invalid_objects_are_rejected_at_apply_time() {
+    let cluster = Cluster::start(Options {
+        agents: 0,
+        target: Target::File,
+    })
+    .await;
+    let volumes: Api<Volume> = cluster.api();
+    let error = volumes
+        .create(&PostParams::default(), &volume("bad", "ten gigs"))
+        .await
+        .expect_err("a bad size is refused");
+    assert!(error.to_string().contains("spec.size"), "{error}");
+    let targets: Api<BackupTarget> = cluster.api();
+    let error = targets
+        .create(
+            &PostParams::default(),
+            &objects::backup_target("bad", "ftp://host/x", None),
+        )
+        .await
+        .expect_err("an unknown scheme is refused");
+    assert!(error.to_string().contains("backupTargetURL"), "{error}");
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster; BULWARK_E2E=1"]
+async fn operator_and_agent_killed_mid_backup_lose_nothing() {
+    let mut cluster = Cluster::start(Options::default()).await;
+    let volumes: Api<Volume> = cluster.api();
+    volumes
+        .create(&PostParams::default(), &volume("big", "512Mi"))
+        .await
+        .expect("create");
+    wait_for(&volumes, "big", "Ready", MINUTE, is_ready).await;
+    write(&cluster, 0, "big", 0, &pattern(256 << 20, 3));
+    let backups: Api<Backup> = cluster.api();
+    backups
+        .create(
+            &PostParams::default(),
+            &backup("backup-00000000000000k1", "big", None),
+        )
+        .await
+        .expect("create backup");
+    wait_for(
+        &backups,
+        "backup-00000000000000k1",
+        "in progress",
+        MINUTE,
+        |b| objects::backup_state(b) == Some(BackupState::InProgress),
+    )
+    .await;
+    cluster.kill_agent(0);
+    cluster.kill_controller();
+    cluster.start_controller();
+    cluster.start_agent(0);
+    let done = wait_for(
+        &backups,
+        "backup-00000000000000k1",
+        "finished",
+        5 * MINUTE,
+        is_finished,
+    )
+    .await;
+    let url = match objects::backup_state(&done) {
+        Some(BackupState::Completed) => done.status.and_then(|s| s.url).expect("url"),
+        // Failing cleanly is allowed; then the next backup must succeed.
+        _ => backed_up(&cluster, "backup-00000000000000k2", "big", None)
+            .await
+            .status
+            .and_then(|s| s.url)
+            .expect("url"),
+    };
+    volumes
+        .create(
+            &PostParams::default(),
+            &objects::restored_volume("big-copy", "512Mi", &url, false),
+        )
+        .await
+        .expect("restore");
+    wait_for(&volumes, "big-copy", "Ready", 5 * MINUTE, is_ready).await;
+    assert!(
+        read(&cluster, 0, "big") == read(&cluster, 0, "big-copy"),
+        "restored bytes differ"
+    );
+}
+
+#[test]
+fn scenarios_refuse_to_run_without_the_opt_in() {
+    use e2e::harness::refusal;
+    assert!(refusal(None).is_some_and(|why| why.contains("BULWARK_E2E=1")));
+    assert!(refusal(Some("true")).is_some());
+    assert!(refusal(Some("0")).is_some());
+    assert_eq!(refusal(Some("1")), None);
+}
