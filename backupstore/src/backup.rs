@@ -164,6 +164,9 @@ struct Shared {
     reupload: bool,
     /// `H` of an all-zero block of `block_size`.
     zero_checksum: String,
+    /// Read buffers returned by finished blocks. At most `workers` blocks are in flight, so at
+    /// most `workers` buffers ever exist: memory is bounded by workers × block size.
+    buffers: Mutex<Vec<Vec<u8>>>,
 }
 
 enum BlockFate {
@@ -183,18 +186,33 @@ struct Processed {
     fate: BlockFate,
 }
 
-thread_local! {
-    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 impl Shared {
     /// Reads, hashes and (if it must be uploaded) compresses the block at `offset`. Blocking.
     fn process(&self, offset: u64) -> Result<Processed> {
         let size = self.source.size();
         let len = self.block_size.min(size.saturating_sub(offset)) as usize;
-        // One buffer per blocking thread, reused: a fresh 2 MiB allocation per block costs page
-        // faults and zeroing on every block.
-        READ_BUFFER.with_borrow_mut(|buf| self.process_in(offset, len, buf))
+        // Buffers are reused: a fresh 2 MiB allocation per block costs page faults and zeroing
+        // on every block.
+        let mut buf = self.take_buffer();
+        let processed = self.process_in(offset, len, &mut buf);
+        self.give_back(buf);
+        processed
+    }
+
+    fn take_buffer(&self) -> Vec<u8> {
+        // A poisoned pool only means another worker panicked; its buffers are still plain bytes.
+        self.buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(buf);
     }
 
     fn process_in(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<Processed> {
@@ -450,6 +468,7 @@ impl Store {
             previous,
             stored: plan.stored.clone(),
             claimed: Mutex::new(HashSet::new()),
+            buffers: Mutex::new(Vec::new()),
             reupload: opts.reupload_existing,
             zero_checksum: crate::names::zero_block_checksum(opts.block_size),
         })

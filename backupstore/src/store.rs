@@ -205,6 +205,25 @@ impl Store {
         .await
     }
 
+    /// A cheap fingerprint of `volume`'s `volume.cfg` (one HEAD request: size, mtime, ETag), or
+    /// `None` when the volume has no backups here. Every completed or deleted backup rewrites
+    /// `volume.cfg`, so a standby volume polls this often and lists only when it changed.
+    pub async fn volume_stamp(&self, volume: &str) -> Result<Option<String>> {
+        crate::names::validate_name("volume", volume)?;
+        let rel = crate::names::volume_cfg(volume);
+        let path = self.path(&rel);
+        match self.retry(&rel, || self.inner.head(&path)).await {
+            Ok(meta) => Ok(Some(format!(
+                "{}|{}|{}",
+                meta.size,
+                meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+                meta.e_tag.as_deref().unwrap_or_default()
+            ))),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) async fn head(&self, rel: &str) -> Result<Option<Listed>> {
         let path = self.path(rel);
         match self.retry(rel, || self.inner.head(&path)).await {

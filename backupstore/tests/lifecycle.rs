@@ -589,3 +589,44 @@ async fn hostile_backup_cfgs_are_reported_not_panicked_on() {
         Some(SweepSkipped::BackupUnreadable("backup-garbage".into()))
     );
 }
+
+#[tokio::test]
+async fn the_volume_stamp_changes_exactly_when_a_backup_lands_or_goes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = local_store(&dir.path().join("store"));
+    assert_eq!(store.volume_stamp("vol").await.expect("stamp"), None);
+    let image = dir.path().join("one.img");
+    write_image(&image, 4 * MB, &[(0, pseudo_random(3, 2 * MB as usize))]);
+    let first = backup_file(&store, "vol", &image, Compression::Lz4).await;
+    let stamp1 = store
+        .volume_stamp("vol")
+        .await
+        .expect("stamp")
+        .expect("the volume exists");
+    assert_eq!(
+        store.volume_stamp("vol").await.expect("stamp").as_ref(),
+        Some(&stamp1),
+        "stable while nothing happens"
+    );
+    // A coarse mtime could hide a rewrite within the same tick: the size or ETag still differ
+    // here because the second backup changes LastBackupName.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = backup_file(&store, "vol", &image, Compression::Lz4).await;
+    let stamp2 = store
+        .volume_stamp("vol")
+        .await
+        .expect("stamp")
+        .expect("exists");
+    assert_ne!(stamp1, stamp2, "a new backup changes the stamp");
+    store
+        .delete_backup("vol", &second.name)
+        .await
+        .expect("delete");
+    let stamp3 = store
+        .volume_stamp("vol")
+        .await
+        .expect("stamp")
+        .expect("exists");
+    assert_ne!(stamp2, stamp3, "a deleted backup changes the stamp");
+    assert_ne!(first.name, second.name);
+}
