@@ -172,6 +172,7 @@ impl Volume {
         Ok(SnapshotSource {
             reader,
             changed_layers: layers,
+            base: from.map(str::to_owned),
         })
     }
 }
@@ -189,6 +190,8 @@ fn snapshot_size(st: &State, id: LayerId) -> u64 {
 pub struct SnapshotSource {
     reader: SnapshotReader,
     changed_layers: Chain,
+    /// The snapshot this source is a diff against; `None` for a full source.
+    base: Option<String>,
 }
 
 impl SnapshotSource {
@@ -215,5 +218,16 @@ impl BlockSource for SnapshotSource {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.reader.read_at(offset, buf)
+    }
+
+    /// A full source lists every allocated block, so an incremental backup must drop blocks of
+    /// the previous map outside it (they are holes now, e.g. after a revert).
+    fn covers_whole_volume(&self) -> bool {
+        self.base.is_none()
+    }
+
+    /// The store refuses to lay this diff over a last backup taken from another snapshot.
+    fn diff_base(&self) -> Option<String> {
+        self.base.clone()
     }
 }

@@ -47,6 +47,10 @@ fn full_then_incremental_backup_restores_byte_exact() {
     // Full restore of b1 into a new volume.
     let full = src.backup_source(None, "b1").unwrap();
     assert_eq!(full.size(), 64 * S);
+    // The store must know a full source from a diff: it drops vanished blocks only for the former
+    // and refuses a diff over a backup of another snapshot.
+    assert!(full.covers_whole_volume());
+    assert_eq!(full.diff_base(), None);
     let dst = engine.create_volume("dst", 64 * S, None).unwrap();
     let copied = copy(&full, &VolumeSink::new(Arc::clone(&dst)), BLOCK);
     assert_eq!(
@@ -68,6 +72,8 @@ fn full_then_incremental_backup_restores_byte_exact() {
 
     // Incremental b1 -> b2: only the blocks of b2's layer, and applying them yields b2.
     let diff = src.backup_source(Some("b1"), "b2").unwrap();
+    assert!(!diff.covers_whole_volume());
+    assert_eq!(diff.diff_base().as_deref(), Some("b1"));
     let copied = copy(&diff, &VolumeSink::new(Arc::clone(&dst)), BLOCK);
     assert_eq!(
         copied,

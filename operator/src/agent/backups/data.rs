@@ -4,11 +4,10 @@
 //! deduplicates against what it already holds.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::sync::Arc;
 
 use backupstore::backup::{BackupMode as StoreMode, BackupOptions, ProgressFn};
-use backupstore::{BackupOutcome, BlockSource, Compression, Extent, Store};
+use backupstore::{BackupOutcome, BlockSource, Compression, Store};
 use tokio_util::sync::CancellationToken;
 
 /// What to back up and how.
@@ -89,47 +88,12 @@ pub enum DataError {
     Cancelled,
 }
 
-/// An engine snapshot as a store source that says whether it is a full view or a diff against
-/// `base`. The engine's own source leaves both questions at the trait defaults, which would make
-/// a full snapshot look like a diff without a base: the store would then refuse a first backup
-/// and lay a full scan over the previous map (keeping blocks that are holes now).
-struct EngineSource {
-    inner: engine::SnapshotSource,
-    base: Option<String>,
-}
-
-impl BlockSource for EngineSource {
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-
-    fn extents(&self, block_size: u64) -> io::Result<Vec<Extent>> {
-        self.inner.extents(block_size)
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_at(offset, buf)
-    }
-
-    fn covers_whole_volume(&self) -> bool {
-        self.base.is_none()
-    }
-
-    fn diff_base(&self) -> Option<String> {
-        self.base.clone()
-    }
-}
-
 fn source(
     volume: &Arc<engine::Volume>,
     base: Option<&str>,
     snapshot: &str,
 ) -> Result<Arc<dyn BlockSource>, engine::Error> {
-    let inner = volume.backup_source(base, snapshot)?;
-    Ok(Arc::new(EngineSource {
-        inner,
-        base: base.map(str::to_owned),
-    }))
+    Ok(Arc::new(volume.backup_source(base, snapshot)?))
 }
 
 /// Back up `request.snapshot` of `volume` into `store`.
