@@ -66,6 +66,12 @@ pub struct Metrics {
     pub backup_target_available: IntGaugeVec,
     /// `{operation, result=success|error}`: requests to backup stores.
     pub backup_target_requests: IntCounterVec,
+    /// `{volume}`: seconds between the newest backup and the one a standby volume holds.
+    pub dr_lag: IntGaugeVec,
+    /// `{category}`: failed checks of a standby volume's backup volume.
+    pub dr_track_failures: IntCounterVec,
+    /// `{volume}`: failed DR restores (full or incremental) on this node.
+    pub dr_restore_failures: IntCounterVec,
 }
 
 /// Series families refreshed wholesale from the caches (see `controllers::object_metrics`).
@@ -179,6 +185,24 @@ impl Metrics {
             ),
             &["operation", "result"],
         )?;
+        let dr_lag = gauge(
+            "dr_lag_seconds",
+            "Seconds between the newest backup in the store and the one a standby volume holds.",
+            &["volume"],
+        )?;
+        let dr_track_failures = IntCounterVec::new(
+            Opts::new(
+                "dr_track_failures_total",
+                "Failed checks of standby volumes' backup volumes, by error category.",
+            ),
+            &["category"],
+        )?;
+        let dr_restore_failures = IntCounterVec::new(
+            Opts::new("dr_restore_failures_total", "Failed DR restores, by volume."),
+            &["volume"],
+        )?;
+        registry.register(Box::new(dr_track_failures.clone()))?;
+        registry.register(Box::new(dr_restore_failures.clone()))?;
         registry.register(Box::new(backup_duration.clone()))?;
         registry.register(Box::new(backup_bytes.clone()))?;
         registry.register(Box::new(backup_target_requests.clone()))?;
@@ -205,6 +229,9 @@ impl Metrics {
             backup_bytes,
             backup_target_available,
             backup_target_requests,
+            dr_lag,
+            dr_track_failures,
+            dr_restore_failures,
         })
     }
 

@@ -4,7 +4,7 @@
 //! Conditions are a list map keyed by `type` in every schema, so the controller and the agent
 //! each apply only the conditions they own and the API server merges them.
 
-use crd_types::common::{Condition, Time};
+pub use crd_types::common::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -21,6 +21,9 @@ pub mod managers {
     /// The agent's backup work: Backup status and the Volume's `lastBackup`/`lastBackupAt`
     /// (a separate manager, so applies of volume state never drop the backup fields).
     pub const AGENT_BACKUP: &str = "bulwark-agent-backup";
+    /// DR tracking (controller): a standby volume's `lastBackup`, `lastBackupAt`,
+    /// `restoreRequired`, `drLagSeconds` and its `Standby` condition.
+    pub const DR: &str = "bulwark-dr";
 }
 
 /// A condition of `type_`, carrying over `lastTransitionTime` from `existing` when the status

@@ -1,0 +1,389 @@
+//! Disaster-recovery tracking (controller side): every standby volume follows the backup volume
+//! its `fromBackup` names. Every `--dr-poll-interval` (30 s by default) one HEAD of that backup
+//! volume's `volume.cfg` says whether anything changed; only then is `volume.cfg` read. The
+//! newest backup goes to the volume's status (`lastBackup`, `lastBackupAt`, `restoreRequired`,
+//! `drLagSeconds`), where the owner agent picks it up and restores incrementally.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use backupstore::Store;
+use backupstore::target::BackupUrl;
+use crd_types::{BackupTarget, Volume};
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::agent::volumes::pick_target;
+use crate::metrics::ErrorCategory;
+use crate::status;
+
+const CONTROLLER: &str = "dr";
+
+/// Why a standby volume cannot be tracked; the message goes to the `Standby` condition.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    #[error("spec.fromBackup {url:?} is not a backup URL: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error(
+        "no BackupTarget has spec.backupTargetURL {url}: create one (with its credential Secret) so the standby volume can follow its backups"
+    )]
+    NoTarget { url: String },
+    #[error("BackupTarget {target:?}: {source}")]
+    Open {
+        target: String,
+        #[source]
+        source: crate::stores::OpenError,
+    },
+    #[error("{0}")]
+    Store(#[from] backupstore::Error),
+    #[error("API server: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl TrackError {
+    fn category(&self) -> ErrorCategory {
+        match self {
+            TrackError::BadUrl { .. } | TrackError::NoTarget { .. } => ErrorCategory::Invalid,
+            TrackError::Open { .. } | TrackError::Store(_) => ErrorCategory::Store,
+            TrackError::Kube(_) => ErrorCategory::Kubernetes,
+        }
+    }
+}
+
+/// What the store says about the followed backup volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Newest {
+    pub backup: String,
+    pub at: Option<jiff::Timestamp>,
+    /// When the backup the volume holds was taken (None when nothing is restored yet or that
+    /// backup is gone).
+    pub restored_at: Option<jiff::Timestamp>,
+}
+
+/// Lag: seconds between the newest backup and the restored one (0 when caught up).
+pub fn lag_seconds(newest: &Newest, last_restored: Option<&str>) -> Option<i64> {
+    if last_restored == Some(newest.backup.as_str()) {
+        return Some(0);
+    }
+    Some((newest.at?.as_second() - newest.restored_at?.as_second()).max(0))
+}
+
+/// The status fields this tracker owns.
+pub fn status_body(newest: &Newest, last_restored: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "lastBackup": newest.backup,
+        "lastBackupAt": newest.at.map(status::Time),
+        "restoreRequired": last_restored != Some(newest.backup.as_str()),
+        "drLagSeconds": lag_seconds(newest, last_restored),
+    })
+}
+
+fn timestamp(text: &str) -> Option<jiff::Timestamp> {
+    jiff::Timestamp::from_str(text).ok()
+}
+
+/// Volumes the tracker follows: standby ones, and activated ones until their last restore is
+/// done (activation completes only once the newest backup is restored).
+pub fn is_followed(volume: &Volume) -> bool {
+    let status = volume.status.as_ref();
+    volume.spec.from_backup.is_some()
+        && (volume.spec.standby || status.and_then(|s| s.is_standby) == Some(true))
+}
+
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
+    let mut stamps: HashMap<String, String> = HashMap::new();
+    loop {
+        let namespace = ctx.config.common.namespace.clone();
+        let targets: Vec<BackupTarget> = ctx
+            .caches
+            .backup_targets
+            .state()
+            .iter()
+            .filter(|t| t.namespace().as_deref() == Some(namespace.as_str()))
+            .map(|t| (**t).clone())
+            .collect();
+        let followed: Vec<Arc<Volume>> = ctx
+            .caches
+            .volumes
+            .state()
+            .into_iter()
+            .filter(|v| v.namespace().as_deref() == Some(namespace.as_str()) && is_followed(v))
+            .collect();
+        stamps.retain(|name, _| {
+            let still = followed.iter().any(|v| v.name_any() == *name);
+            if !still {
+                // Series of volumes no longer followed go with them.
+                let _ = ctx.metrics.dr_lag.remove_label_values(&[name]);
+            }
+            still
+        });
+        for volume in &followed {
+            let started = Instant::now();
+            let result = track(&ctx, volume, &targets, &mut stamps).await;
+            if let Err(error) = &result {
+                tracing::warn!(volume = %volume.name_any(), %error, "cannot follow the standby volume's backups");
+                ctx.metrics.dr_track_failures.with_label_values(&[error.category().as_str()]).inc();
+            }
+            ctx.metrics.reconciled(
+                CONTROLLER,
+                started.elapsed().as_secs_f64(),
+                result.map_err(|e| e.category()),
+            );
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(ctx.config.dr_poll_interval) => {}
+        }
+    }
+}
+
+/// One check of one followed volume; `stamps` remembers the last `volume.cfg` seen per volume.
+pub async fn track(
+    ctx: &Context,
+    volume: &Volume,
+    targets: &[BackupTarget],
+    stamps: &mut HashMap<String, String>,
+) -> Result<(), TrackError> {
+    let name = volume.name_any();
+    let api: Api<Volume> = Api::namespaced(ctx.client.clone(), &ctx.config.common.namespace);
+    let result = newest_if_changed(ctx, volume, targets, stamps).await;
+    let conditions = volume.status.as_ref().and_then(|s| s.conditions.as_deref());
+    let generation = volume.metadata.generation;
+    let last_restored = volume
+        .status
+        .as_ref()
+        .and_then(|s| s.last_restored_backup.as_deref());
+    match result {
+        Ok(None) => Ok(()),
+        Ok(Some((newest, stamp))) => {
+            let mut body = status_body(&newest, last_restored);
+            let standby = status::condition(
+                conditions,
+                "Standby",
+                true,
+                "Following",
+                format!("following backup volume; newest backup {}", newest.backup),
+                generation,
+            );
+            body["conditions"] = serde_json::json!([standby]);
+            status::apply(&api, &name, status::managers::DR, body).await?;
+            if let Some(lag) = lag_seconds(&newest, last_restored) {
+                ctx.metrics.dr_lag.with_label_values(&[&name]).set(lag);
+            }
+            if last_restored != Some(newest.backup.as_str()) {
+                ctx.events
+                    .normal(volume, "NewBackup", format!("backup {} is newer than the restored one; the agent restores it incrementally", newest.backup))
+                    .await;
+            }
+            stamps.insert(name, stamp);
+            Ok(())
+        }
+        Err(error) => {
+            let message = error.to_string();
+            if status::find(conditions, "Standby").map(|c| c.message.as_str()) != Some(&message) {
+                let standby = status::condition(conditions, "Standby", false, "CannotFollow", &message, generation);
+                status::apply(&api, &name, status::managers::DR, serde_json::json!({"conditions": [standby]}))
+                    .await?;
+                ctx.events.warning(volume, "CannotFollow", message).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn newest_if_changed(
+    ctx: &Context,
+    volume: &Volume,
+    targets: &[BackupTarget],
+    stamps: &HashMap<String, String>,
+) -> Result<Option<(Newest, String)>, TrackError> {
+    let from = volume.spec.from_backup.as_deref().unwrap_or_default();
+    let url = BackupUrl::parse(from).map_err(|e| TrackError::BadUrl {
+        url: from.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let target = pick_target(targets, &url.target, &volume.spec.backup_target_name).ok_or_else(|| {
+        TrackError::NoTarget {
+            url: url.target.as_str().to_owned(),
+        }
+    })?;
+    let store = ctx
+        .stores
+        .open(&ctx.client, &ctx.config.common.namespace, target)
+        .await
+        .map_err(|source| TrackError::Open {
+            target: target.name_any(),
+            source,
+        })?;
+    let stamp = store.volume_stamp(&url.volume).await;
+    ctx.metrics.store_request("stamp", &stamp);
+    let Some(stamp) = stamp? else {
+        return Err(TrackError::Store(backupstore::Error::VolumeNotFound {
+            target: store.label().to_owned(),
+            volume: url.volume.clone(),
+        }));
+    };
+    let known = volume.status.as_ref().is_some_and(|s| s.last_backup.is_some());
+    if known && stamps.get(&volume.name_any()) == Some(&stamp) {
+        return Ok(None);
+    }
+    let last_restored = volume
+        .status
+        .as_ref()
+        .and_then(|s| s.last_restored_backup.clone());
+    Ok(Some((newest(&store, &url.volume, last_restored.as_deref()).await?, stamp)))
+}
+
+async fn newest(store: &Store, volume: &str, last_restored: Option<&str>) -> Result<Newest, TrackError> {
+    let config = store.inspect_volume(volume).await?;
+    let restored_at = match last_restored {
+        Some(backup) if backup != config.last_backup_name => match store.inspect_backup(volume, backup).await {
+            Ok(restored) => timestamp(&restored.snapshot_created_at),
+            Err(backupstore::Error::BackupNotFound { .. }) => None,
+            Err(error) => return Err(error.into()),
+        },
+        _ => None,
+    };
+    Ok(Newest {
+        backup: config.last_backup_name,
+        at: timestamp(&config.last_backup_at),
+        restored_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::testing::{self, json_response};
+    use http::{Method, StatusCode};
+
+    fn at(second: i64) -> Option<jiff::Timestamp> {
+        jiff::Timestamp::from_second(second).ok()
+    }
+
+    #[test]
+    fn lag_is_the_distance_between_newest_and_restored() {
+        let newest = Newest { backup: "b3".into(), at: at(1000), restored_at: at(400) };
+        assert_eq!(lag_seconds(&newest, Some("b1")), Some(600));
+        assert_eq!(lag_seconds(&newest, Some("b3")), Some(0));
+        let unknown = Newest { restored_at: None, ..newest.clone() };
+        assert_eq!(lag_seconds(&unknown, None), None);
+        let body = status_body(&newest, Some("b1"));
+        assert_eq!(body["restoreRequired"], true);
+        assert_eq!(body["lastBackup"], "b3");
+        assert_eq!(status_body(&newest, Some("b3"))["restoreRequired"], false);
+    }
+
+    fn standby(json: serde_json::Value) -> Volume {
+        let mut base = serde_json::json!({
+            "apiVersion": "bulwark.io/v1beta1", "kind": "Volume",
+            "metadata": {"name": "dr-1", "namespace": "bulwark-system", "generation": 1},
+            "spec": {"size": "8Mi", "standby": true}
+        });
+        if let (Some(b), serde_json::Value::Object(p)) = (base.as_object_mut(), json) {
+            for (k, v) in p {
+                if let (Some(serde_json::Value::Object(inner)), serde_json::Value::Object(v)) = (b.get_mut(&k), &v) {
+                    inner.extend(v.clone());
+                } else {
+                    b.insert(k, v);
+                }
+            }
+        }
+        serde_json::from_value(base).expect("a valid Volume")
+    }
+
+    #[test]
+    fn standby_and_activating_volumes_are_followed() {
+        let url = "file:///x?backup=backup-1&volume=src";
+        assert!(is_followed(&standby(serde_json::json!({"spec": {"fromBackup": url}}))));
+        let activating = standby(serde_json::json!({"spec": {"fromBackup": url, "standby": false}, "status": {"isStandby": true}}));
+        assert!(is_followed(&activating));
+        let active = standby(serde_json::json!({"spec": {"fromBackup": url, "standby": false}, "status": {"isStandby": false}}));
+        assert!(!is_followed(&active));
+    }
+
+    async fn store_with_two_backups(dir: &std::path::Path) -> (String, String) {
+        let store = Store::new(backupstore::target::local::open_directory(dir).expect("dir"), Default::default());
+        let image = dir.join("../image");
+        let mut names = Vec::new();
+        for round in 0..2u8 {
+            std::fs::write(&image, vec![round + 1; 4 << 20]).expect("image");
+            let source = Arc::new(backupstore::FileSource::open(&image).expect("source"));
+            let outcome = store
+                .backup(source, backupstore::BackupOptions::new("src", format!("snap-{round}")))
+                .await
+                .expect("backup");
+            names.push(outcome.name);
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
+        (names[0].clone(), names[1].clone())
+    }
+
+    #[tokio::test]
+    async fn a_new_backup_is_published_once_and_an_unchanged_store_costs_one_head() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store_dir = dir.path().join("store");
+        std::fs::create_dir_all(&store_dir).expect("store dir");
+        let (first, second) = store_with_two_backups(&store_dir).await;
+        let url = format!("file://{}", store_dir.display());
+        let target: BackupTarget = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bulwark.io/v1beta1", "kind": "BackupTarget",
+            "metadata": {"name": "default", "namespace": "bulwark-system"},
+            "spec": {"backupTargetURL": url}
+        }))
+        .expect("target");
+        let volume = standby(serde_json::json!({
+            "spec": {"fromBackup": format!("{url}?backup={first}&volume=src")},
+            "status": {"lastRestoredBackup": first}
+        }));
+        let (ctx, mut server, events) = testing::context();
+        let expected = second.clone();
+        let script = tokio::spawn(async move {
+            let patch = server
+                .expect(Method::PATCH, "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/volumes/dr-1/status")
+                .await;
+            assert!(patch.query.contains("fieldManager=bulwark-dr"), "{}", patch.query);
+            let body = patch.json();
+            assert_eq!(body["status"]["lastBackup"], expected.as_str());
+            assert_eq!(body["status"]["restoreRequired"], true);
+            assert!(body["status"]["drLagSeconds"].as_i64().is_some_and(|lag| lag >= 1), "{body}");
+            assert_eq!(body["status"]["conditions"][0]["type"], "Standby");
+            patch.respond(json_response(StatusCode::OK, body));
+            server
+        });
+        let mut stamps = HashMap::new();
+        track(&ctx, &volume, std::slice::from_ref(&target), &mut stamps).await.expect("tracked");
+        let server = script.await.expect("script");
+        assert_eq!(events.lock().expect("events")[0].reason, "NewBackup");
+        // Same store, status now known: no request at all (the mock is gone, any would fail).
+        drop(server);
+        let mut known = volume.clone();
+        if let Some(status) = known.status.as_mut() {
+            status.last_backup = Some(second);
+        }
+        track(&ctx, &known, std::slice::from_ref(&target), &mut stamps).await.expect("nothing changed");
+    }
+
+    #[tokio::test]
+    async fn a_missing_target_is_a_condition_not_a_crash() {
+        let volume = standby(serde_json::json!({"spec": {"fromBackup": "s3://bucket@us-east-1/x/?backup=b&volume=v"}}));
+        let (ctx, mut server, events) = testing::context();
+        let script = tokio::spawn(async move {
+            let patch = server
+                .expect(Method::PATCH, "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/volumes/dr-1/status")
+                .await;
+            let body = patch.json();
+            let condition = &body["status"]["conditions"][0];
+            assert_eq!(condition["status"], "False");
+            assert!(condition["message"].as_str().unwrap_or_default().contains("no BackupTarget has spec.backupTargetURL s3://bucket@us-east-1/x/"), "{condition}");
+            patch.respond(json_response(StatusCode::OK, body));
+        });
+        let error = track(&ctx, &volume, &[], &mut HashMap::new()).await.expect_err("no target");
+        script.await.expect("script");
+        assert!(matches!(error, TrackError::NoTarget { .. }));
+        assert!(events.lock().expect("events")[0].warning);
+    }
+}
