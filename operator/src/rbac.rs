@@ -45,10 +45,12 @@ pub const CONTROLLER_RULES: &[Rule] = &[
         &["volumes"],
         &["get", "list", "watch", "patch"],
     ),
+    rule("bulwark.io", &["snapshots", "recurringjobs"], READ),
+    // BackingImages: the controller holds their data finalizer.
     rule(
         "bulwark.io",
-        &["snapshots", "backingimages", "recurringjobs"],
-        READ,
+        &["backingimages"],
+        &["get", "list", "watch", "patch"],
     ),
     // The store mirror creates and deletes BackupVolumes and Backups; deletion removes finalizers.
     rule(
@@ -69,6 +71,7 @@ pub const CONTROLLER_RULES: &[Rule] = &[
             "backups/status",
             "backupvolumes/status",
             "backuptargets/status",
+            "backingimages/status",
         ],
         &["patch"],
     ),
@@ -121,7 +124,12 @@ pub const AGENT_RULES: &[Rule] = &[
     rule("bulwark.io", &["backuptargets", "backingimages"], READ),
     rule(
         "bulwark.io",
-        &["volumes/status", "snapshots/status", "backups/status"],
+        &[
+            "volumes/status",
+            "snapshots/status",
+            "backups/status",
+            "backingimages/status",
+        ],
         &["patch"],
     ),
     rule("", &["secrets"], &["get"]),
