@@ -198,7 +198,10 @@ impl Metrics {
             &["category"],
         )?;
         let dr_restore_failures = IntCounterVec::new(
-            Opts::new("dr_restore_failures_total", "Failed DR restores, by volume."),
+            Opts::new(
+                "dr_restore_failures_total",
+                "Failed DR restores, by volume.",
+            ),
             &["volume"],
         )?;
         registry.register(Box::new(dr_track_failures.clone()))?;

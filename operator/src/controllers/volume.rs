@@ -48,6 +48,43 @@ pub enum PlacementError {
         "spec.dataSource volume {source_volume:?} lives on node {node:?}, whose agent is not running; a clone is made on its source's node"
     )]
     SourceNodeUnavailable { source_volume: String, node: String },
+    #[error("spec.backingImage {image:?} does not exist: create the BackingImage or fix the name")]
+    ImageMissing { image: String },
+    #[error(
+        "spec.backingImage {image:?} was exported from a volume and exists only on node {node:?}, whose agent is not running"
+    )]
+    ImageNodeUnavailable { image: String, node: String },
+    #[error(
+        "spec.backingImage {image:?} is exported from a volume and not placed yet; the volume goes to its node once it is"
+    )]
+    ImageNotPlaced { image: String },
+}
+
+/// Where a volume's backing image forces it: None (any node; download images are copied where
+/// needed), or the node holding an exported image (they are never copied).
+pub fn image_pin(
+    image_name: &str,
+    image: Option<&crd_types::BackingImage>,
+    live: &[String],
+) -> Result<Option<String>, PlacementError> {
+    let Some(image) = image else {
+        return Err(PlacementError::ImageMissing {
+            image: image_name.to_owned(),
+        });
+    };
+    if image.spec.source_type == crd_types::backing_image::BackingImageSourceType::Download {
+        return Ok(None);
+    }
+    match super::backing_image::required_node(image) {
+        None => Err(PlacementError::ImageNotPlaced {
+            image: image_name.to_owned(),
+        }),
+        Some(node) if live.iter().any(|n| n == node) => Ok(Some(node.to_owned())),
+        Some(node) => Err(PlacementError::ImageNodeUnavailable {
+            image: image_name.to_owned(),
+            node: node.to_owned(),
+        }),
+    }
 }
 
 /// The volume a `dataSource` (`vol://<v>` or `snap://<v>/<s>`) copies from.
@@ -222,12 +259,23 @@ pub async fn reconcile(volume: &Volume, ctx: &Context) -> Result<Action, Error> 
             *volumes_per_node.entry(node).or_default() += 1;
         }
     }
-    let placed = place(
-        volume.spec.node_id.as_deref(),
-        source.map(|s| (s, source_owner.as_deref())),
-        &live,
-        &volumes_per_node,
-    );
+    let pinned = match volume.spec.backing_image.as_deref() {
+        None => Ok(None),
+        Some(image_name) => {
+            let image = ctx.caches.backing_images.state().into_iter().find(|i| {
+                i.namespace().as_deref() == Some(namespace.as_str()) && i.name_any() == image_name
+            });
+            image_pin(image_name, image.as_deref(), &live)
+        }
+    };
+    let placed = pinned.and_then(|pin| {
+        place(
+            pin.as_deref().or(volume.spec.node_id.as_deref()),
+            source.map(|s| (s, source_owner.as_deref())),
+            &live,
+            &volumes_per_node,
+        )
+    });
     match placed {
         Ok(node) => {
             let scheduled = status::condition(
@@ -333,6 +381,46 @@ mod tests {
             place(None, Some(("src", Some("gone"))), &nodes, &load),
             Err(PlacementError::SourceNodeUnavailable { .. })
         ));
+    }
+
+    #[test]
+    fn exported_backing_images_pin_their_volumes() {
+        let image = |source: &str, owner: Option<&str>| -> crd_types::BackingImage {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "bulwark.io/v1beta1", "kind": "BackingImage",
+                "metadata": {"name": "img"},
+                "spec": {"sourceType": source, "sourceParameters": {}},
+                "status": {"ownerID": owner}
+            }))
+            .expect("a BackingImage")
+        };
+        let nodes = live(&["a", "b"]);
+        assert_eq!(
+            image_pin("img", Some(&image("download", Some("a"))), &nodes),
+            Ok(None)
+        );
+        assert_eq!(
+            image_pin("img", Some(&image("export-from-volume", Some("b"))), &nodes),
+            Ok(Some("b".into()))
+        );
+        assert!(matches!(
+            image_pin("img", Some(&image("export-from-volume", None)), &nodes),
+            Err(PlacementError::ImageNotPlaced { .. })
+        ));
+        assert!(matches!(
+            image_pin(
+                "img",
+                Some(&image("export-from-volume", Some("gone"))),
+                &nodes
+            ),
+            Err(PlacementError::ImageNodeUnavailable { .. })
+        ));
+        let missing = image_pin("img", None, &nodes).expect_err("missing");
+        assert!(
+            missing
+                .to_string()
+                .contains("spec.backingImage \"img\" does not exist")
+        );
     }
 
     #[test]
