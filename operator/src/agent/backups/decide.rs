@@ -123,6 +123,14 @@ pub fn settled(backup: &Backup, node: &str) -> Option<&'static str> {
     if backup.metadata.deletion_timestamp.is_some() {
         return Some("being deleted");
     }
+    // The target sync creates mirrored objects before it writes their status: in that moment
+    // they look new, and a volume of the same name must not back up under the remote's name.
+    if backup
+        .annotations()
+        .contains_key(crate::controllers::backup_target::sync::MIRRORED_FROM)
+    {
+        return Some("mirrored from the store");
+    }
     let status = backup.status.as_ref();
     let mine = status.and_then(|s| s.owner_id.as_deref()) == Some(node);
     match status.and_then(|s| s.state) {
@@ -556,6 +564,9 @@ mod tests {
         named.spec.snapshot_name = Some("snap-1".into());
         let mut full = fresh.clone();
         full.spec.backup_mode = Some(BackupMode::Full);
+        let mut mirrored_without_status = fresh.clone();
+        mirrored_without_status.metadata.annotations =
+            Some([("bulwark.io/mirrored-from".to_owned(), "default".to_owned())].into());
         let mut deleting = fresh.clone();
         deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
         let mut deleting_vol = ok_vol.clone();
@@ -660,6 +671,14 @@ mod tests {
                 None,
                 Local::Unknown,
                 Decision::Ignore("completed"),
+            ),
+            (
+                "mirrored, before the sync wrote its status",
+                mirrored_without_status,
+                Some(ok_vol.clone()),
+                Some(&ok_target),
+                Local::Unknown,
+                Decision::Ignore("mirrored from the store"),
             ),
             (
                 "failed",
