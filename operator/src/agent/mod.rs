@@ -4,6 +4,7 @@
 //! snapshots, back up, restore. It never decides placement; the controller does.
 
 pub mod backups;
+pub mod restore;
 pub mod snapshots;
 pub mod volumes;
 
