@@ -10,7 +10,8 @@
 //! - [`Volume`] (`Arc`, `Send + Sync`) implements [`io::VolumeIo`] (size, read_at, write_at,
 //!   discard, flush) and offers [`Volume::snapshot`], [`Volume::list_snapshots`],
 //!   [`Volume::revert`], [`Volume::delete_snapshot`] (merge into child), [`Volume::expand`],
-//!   [`Volume::head_changed_bytes`], [`Volume::changed_extents`], [`Volume::snapshot_reader`]
+//!   [`Volume::head_changed_bytes`], [`Volume::actual_size`], [`Volume::changed_extents`],
+//!   [`Volume::snapshot_reader`]
 //!   ([`SnapshotReader`]: read_at + allocated_extents, for export).
 //! - Backups: [`Volume::backup_source`] → [`SnapshotSource`] (`backupstore::source::BlockSource`,
 //!   full or incremental; incremental only when `from` is an ancestor of `to`, else

@@ -695,6 +695,18 @@ impl Volume {
             .map_err(self.io_err("measuring the head"))
     }
 
+    /// Bytes allocated on the node by every layer of the volume (head, snapshots, backing
+    /// image, layers awaiting a merge): what the volume costs its disk.
+    pub fn actual_size(&self) -> Result<u64> {
+        let st = self.read_state();
+        st.files.values().try_fold(0u64, |sum, f| {
+            let bytes = f
+                .allocated_bytes()
+                .map_err(self.io_err("measuring a layer"))?;
+            Ok(sum + bytes)
+        })
+    }
+
     /// Number of layers in the head's chain (head, snapshots, backing image).
     pub fn chain_len(&self) -> usize {
         self.read_state().chain.len()

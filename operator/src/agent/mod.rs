@@ -5,6 +5,7 @@
 
 pub mod backing_images;
 pub mod backups;
+pub mod restore;
 pub mod snapshots;
 pub mod volumes;
 
