@@ -190,6 +190,76 @@ pub async fn restore(
     finish(engine, markers, name, finished).await
 }
 
+/// How a standby volume was brought to a newer backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Followed {
+    pub progress: RestoreProgress,
+    /// False when the backup the volume held was gone from the store and the whole backup was
+    /// restored instead.
+    pub incremental: bool,
+}
+
+/// Bring the standby volume `name`, which holds backup `from` of the store volume `url_volume`,
+/// to backup `to`: only blocks whose checksum differs are fetched, vanished blocks read as zeros.
+/// When `from` is gone from the store, `to` is restored in full. Everything is written into a
+/// staged layer that replaces the volume's data in one crash-safe step, so readers (after
+/// activation) and a crash in the middle never see a half-applied restore: an interrupted run
+/// leaves the volume at `from`, and running it again finishes the job.
+#[allow(clippy::too_many_arguments)]
+pub async fn follow(
+    engine: Arc<Engine>,
+    store: &backupstore::Store,
+    url_volume: &str,
+    from: &str,
+    to: &str,
+    name: &str,
+    progress: Option<RestoreProgressFn>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<Followed, DataError> {
+    let wanted = store.restore_size(url_volume, to).await?;
+    let size = round_size(wanted).ok_or(DataError::Size(wanted))?;
+    let staged = {
+        let name = name.to_owned();
+        blocking(move || {
+            let volume = engine.open_volume(&name)?;
+            // A backup of a grown volume restores into a grown standby.
+            if size > volume.size() {
+                volume.expand(size)?;
+            }
+            Ok(volume.stage_restore()?)
+        })
+        .await?
+    };
+    let sink = Arc::new(staged);
+    let options = RestoreOptions {
+        progress,
+        cancel,
+        ..RestoreOptions::default()
+    };
+    let incremental = store
+        .restore_incremental(url_volume, from, to, sink.clone(), options.clone())
+        .await;
+    let (restored, incremental) = match incremental {
+        Err(backupstore::Error::BackupNotFound { backup, .. }) if backup == from => (
+            store.restore(url_volume, to, sink.clone(), options).await,
+            false,
+        ),
+        other => (other, true),
+    };
+    let progress = restored?;
+    let staged = Arc::try_unwrap(sink)
+        .map_err(|_| DataError::Task("the staged restore is still in use".into()))?;
+    blocking(move || {
+        backupstore::BlockSink::flush(&staged).map_err(DataError::Copy)?;
+        Ok(staged.commit()?)
+    })
+    .await?;
+    Ok(Followed {
+        progress,
+        incremental,
+    })
+}
+
 /// Clone snapshot `snapshot` of the local volume `source` into a new volume `name` of at least
 /// `min_size` bytes. Returns the bytes copied.
 pub async fn clone_snapshot(
@@ -379,3 +449,8 @@ pub fn percent(progress: &RestoreProgress) -> i32 {
 #[allow(clippy::unwrap_used)]
 #[path = "tests_restore.rs"]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "tests_dr.rs"]
+mod tests_dr;

@@ -1026,3 +1026,54 @@ async fn served_through_fuse_and_unserved_on_deletion() {
     assert!(ctx.engine.list_volumes().unwrap().is_empty());
     assert!(!file.exists());
 }
+
+#[test]
+fn standby_volumes_follow_newer_backups_and_activation_asks_the_store() {
+    let url = "file:///store?backup=backup-1&volume=src";
+    let standby = |status: Value, standby: bool| {
+        volume(
+            "dr",
+            json!({"size": "4Mi", "fromBackup": url, "standby": standby}),
+            status,
+            true,
+        )
+    };
+    let data = Local {
+        has_data: true,
+        incomplete: false,
+        size: Some(4 * MIB),
+    };
+    let restored = json!({"ownerID": NODE, "state": "Ready", "isStandby": true, "lastRestoredBackup": "backup-1"});
+    // Caught up: just serve (not exposed while standby).
+    assert_eq!(follow_target(&standby(restored.clone(), true)), None);
+    assert_eq!(
+        decide(&standby(restored.clone(), true), NODE, &data),
+        Plan::Serve { expand_to: None }
+    );
+    // The DR tracker saw a newer backup.
+    let mut newer = restored.clone();
+    newer["lastBackup"] = json!("backup-2");
+    assert_eq!(
+        decide(&standby(newer.clone(), true), NODE, &data),
+        Plan::Follow {
+            to: Some("backup-2".into())
+        }
+    );
+    // Activation: whatever the tracker last saw, the store's newest decides.
+    assert_eq!(
+        decide(&standby(newer, false), NODE, &data),
+        Plan::Follow { to: None }
+    );
+    // Activated (isStandby false): an ordinary volume.
+    let mut active = restored.clone();
+    active["isStandby"] = json!(false);
+    assert_eq!(follow_target(&standby(active, false)), None);
+    // Not restored yet: the first (full) restore comes first.
+    assert_eq!(
+        follow_target(&standby(
+            json!({"ownerID": NODE, "lastBackup": "backup-2"}),
+            true
+        )),
+        None
+    );
+}

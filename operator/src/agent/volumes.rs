@@ -97,6 +97,25 @@ pub enum Plan {
     },
     /// Data present: serve it (growing it first when `spec.size` grew).
     Serve { expand_to: Option<u64> },
+    /// A standby volume: bring its data to backup `to` (None: the store's newest, on
+    /// activation), then serve it.
+    Follow { to: Option<String> },
+}
+
+/// For a standby volume (or one being activated) whose data is in place: the backup to bring
+/// it to. `Some(Some(b))`: the DR tracker saw a newer backup `b`; `Some(None)`: activation,
+/// which completes only once the store's newest backup is restored; `None`: nothing to follow.
+pub fn follow_target(volume: &Volume) -> Option<Option<String>> {
+    volume.spec.from_backup.as_ref()?;
+    let status = volume.status.as_ref()?;
+    let restored = status.last_restored_backup.as_deref()?;
+    if !volume.spec.standby {
+        return (status.is_standby == Some(true)).then_some(None);
+    }
+    match status.last_backup.as_deref() {
+        Some(newest) if newest != restored => Some(Some(newest.to_owned())),
+        _ => None,
+    }
 }
 
 /// The data source a spec names.
@@ -160,6 +179,9 @@ pub fn decide(volume: &Volume, node: &str, local: &Local) -> Plan {
         };
     };
     if local.has_data && !local.incomplete {
+        if let Some(to) = follow_target(volume) {
+            return Plan::Follow { to };
+        }
         let expand_to = local.size.filter(|s| size > *s).map(|_| size);
         return Plan::Serve { expand_to };
     }
@@ -534,6 +556,7 @@ async fn reconcile_inner(
         Plan::Serve { expand_to } => {
             serve(volume, ctx, &api, expand_to, finished_restore(volume)).await
         }
+        Plan::Follow { to } => follow(volume, ctx, &api, to, cache).await,
     }
 }
 
@@ -717,38 +740,9 @@ async fn restore_backup(
         .await?;
         Ok::<_, Error>(Created::Waiting(Action::requeue(RETRY_EVERY)))
     };
-    let backup = match BackupUrl::parse(url) {
-        Ok(b) => b,
-        Err(e) => {
-            return waiting(
-                "InvalidFromBackup",
-                format!("spec.fromBackup {url:?} is not a backup URL: {e}; copy it from the Backup's status.url"),
-            )
-            .await;
-        }
-    };
-    let targets: Api<BackupTarget> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let list = targets.list(&ListParams::default()).await?;
-    let Some(target) = pick_target(&list.items, &backup.target, &volume.spec.backup_target_name)
-    else {
-        return waiting(
-            "NoBackupTarget",
-            format!(
-                "no BackupTarget in namespace {} has spec.backupTargetURL {}: create one with that URL (and its credential Secret) to restore spec.fromBackup",
-                ctx.namespace, backup.target
-            ),
-        )
-        .await;
-    };
-    let store = match ctx.stores.open(&ctx.client, &ctx.namespace, target).await {
-        Ok(store) => store,
-        Err(e) => {
-            return waiting(
-                "BackupTargetUnavailable",
-                format!("BackupTarget {:?}: {e}", target.name_any()),
-            )
-            .await;
-        }
+    let (backup, store) = match open_store(volume, ctx, url).await? {
+        Ok(opened) => opened,
+        Err((reason, message)) => return waiting(reason, message).await,
     };
     let _permit = ctx.operations.acquire().await;
     // Recorded before the first byte is written: after a crash the status and the incomplete
@@ -860,6 +854,190 @@ async fn restore_backup(
                     .map_err(kube::Error::SerdeError)?;
             status::apply(api, &name, status::managers::AGENT, body).await?;
             Ok(Created::Waiting(Action::requeue(RETRY_EVERY)))
+        }
+    }
+}
+
+/// The backup `url` names and the store holding it, or why it cannot be reached (a reason
+/// and a message for the status).
+async fn open_store(
+    volume: &Volume,
+    ctx: &AgentContext,
+    url: &str,
+) -> Result<Result<(BackupUrl, backupstore::Store), (&'static str, String)>, Error> {
+    let backup = match BackupUrl::parse(url) {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(Err((
+                "InvalidFromBackup",
+                format!(
+                    "spec.fromBackup {url:?} is not a backup URL: {e}; copy it from the Backup's status.url"
+                ),
+            )));
+        }
+    };
+    let targets: Api<BackupTarget> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let list = targets.list(&ListParams::default()).await?;
+    let Some(target) = pick_target(&list.items, &backup.target, &volume.spec.backup_target_name)
+    else {
+        return Ok(Err((
+            "NoBackupTarget",
+            format!(
+                "no BackupTarget in namespace {} has spec.backupTargetURL {}: create one with that URL (and its credential Secret) to restore spec.fromBackup",
+                ctx.namespace, backup.target
+            ),
+        )));
+    };
+    match ctx.stores.open(&ctx.client, &ctx.namespace, target).await {
+        Ok(store) => Ok(Ok((backup, store))),
+        Err(e) => Ok(Err((
+            "BackupTargetUnavailable",
+            format!("BackupTarget {:?}: {e}", target.name_any()),
+        ))),
+    }
+}
+
+/// Bring a standby volume to backup `to` (the store's newest when None, on activation) through
+/// a staged restore, then serve it (activation completes here: `isStandby` turns false).
+async fn follow(
+    volume: &Volume,
+    ctx: &AgentContext,
+    api: &Api<Volume>,
+    to: Option<String>,
+    cache: Option<&Store<Volume>>,
+) -> Result<Action, Error> {
+    let name = volume.name_any();
+    let url = volume.spec.from_backup.clone().unwrap_or_default();
+    let from = volume
+        .status
+        .as_ref()
+        .and_then(|s| s.last_restored_backup.clone())
+        .unwrap_or_default();
+    let failed = |reason: &'static str, message: String| async move {
+        ctx.metrics
+            .dr_restore_failures
+            .with_label_values(&[&name])
+            .inc();
+        ctx.events.warning(volume, reason, message.clone()).await;
+        // The data still holds the last restored backup: it stays usable.
+        let update = Update {
+            restore: Some(Cond::new(false, reason, message)),
+            ..Update::default()
+        };
+        serve(volume, ctx, api, None, update).await?;
+        Ok::<_, Error>(Action::requeue(RETRY_EVERY))
+    };
+    let (backup, store) = match open_store(volume, ctx, &url).await? {
+        Ok(opened) => opened,
+        Err((reason, message)) => return failed(reason, message).await,
+    };
+    let to = match to {
+        Some(to) => to,
+        None => match store.inspect_volume(&backup.volume).await {
+            Ok(config) => config.last_backup_name,
+            Err(e) => {
+                return failed(
+                    "RestoreFailure",
+                    format!("cannot read the newest backup of volume {} before activation: {e}; retrying", backup.volume),
+                )
+                .await;
+            }
+        },
+    };
+    if to == from || to.is_empty() {
+        return serve(volume, ctx, api, None, Update::default()).await;
+    }
+    let what = format!("backup {to} of volume {} (from {from})", backup.volume);
+    let running = |progress: i32| {
+        let update = Update {
+            restore: Some(Cond::new(
+                true,
+                "RestoreInProgress",
+                format!("restoring {what}"),
+            )),
+            restore_progress: Some(progress),
+            ..Update::default()
+        };
+        let ready = Cond::new(false, "Restoring", format!("restoring {what}"));
+        agent_status(volume, VolumeState::Restoring, ready, update)
+    };
+    let _permit = ctx.operations.acquire().await;
+    write(api, volume, running(0)).await?;
+    let latest: Arc<Mutex<Option<RestoreProgress>>> = Arc::default();
+    let seen = latest.clone();
+    let progress: RestoreProgressFn = Arc::new(move |p: &RestoreProgress| {
+        *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(*p);
+    });
+    let cancel = CancellationToken::new();
+    let data_name = volume.name_any();
+    let work = restore::follow(
+        ctx.engine.clone(),
+        &store,
+        &backup.volume,
+        &from,
+        &to,
+        &data_name,
+        Some(progress),
+        cancel.clone(),
+    );
+    let report = |percent: i32| {
+        let body = serde_json::to_value(running(percent));
+        let name = volume.name_any();
+        async move {
+            let applied = match body {
+                Ok(body) => status::apply(api, &name, status::managers::AGENT, body)
+                    .await
+                    .map(drop),
+                Err(e) => Err(kube::Error::SerdeError(e)),
+            };
+            if let Err(error) = applied {
+                tracing::warn!(%error, volume = %name, "cannot write restore progress");
+            }
+        }
+    };
+    let deleted = || deleting_in(cache, &volume.name_any(), &ctx.namespace);
+    let result = with_progress(work, &latest, PROGRESS_EVERY, report, deleted, &cancel).await;
+    ctx.metrics.store_request("restore", &result);
+    if cancel.is_cancelled() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    match result {
+        Ok(done) => {
+            let how = if done.incremental {
+                "incrementally"
+            } else {
+                "in full (the restored backup is gone from the store)"
+            };
+            ctx.events
+                .normal(
+                    volume,
+                    "Restored",
+                    format!(
+                        "restored {what} {how}: {} blocks fetched ({} bytes), {} zeroed",
+                        done.progress.blocks_fetched,
+                        done.progress.bytes_fetched,
+                        done.progress.blocks_zeroed
+                    ),
+                )
+                .await;
+            let update = Update {
+                restore: Some(Cond::new(
+                    false,
+                    "RestoreCompleted",
+                    format!("restored {what}"),
+                )),
+                restore_progress: Some(100),
+                restored: Some((to, status::now())),
+                ..Update::default()
+            };
+            serve(volume, ctx, api, None, update).await
+        }
+        Err(e) => {
+            failed(
+                "RestoreFailure",
+                format!("restoring {what} failed: {e}; retrying"),
+            )
+            .await
         }
     }
 }

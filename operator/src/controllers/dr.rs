@@ -125,7 +125,10 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             let result = track(&ctx, volume, &targets, &mut stamps).await;
             if let Err(error) = &result {
                 tracing::warn!(volume = %volume.name_any(), %error, "cannot follow the standby volume's backups");
-                ctx.metrics.dr_track_failures.with_label_values(&[error.category().as_str()]).inc();
+                ctx.metrics
+                    .dr_track_failures
+                    .with_label_values(&[error.category().as_str()])
+                    .inc();
             }
             ctx.metrics.reconciled(
                 CONTROLLER,
@@ -184,9 +187,21 @@ pub async fn track(
         Err(error) => {
             let message = error.to_string();
             if status::find(conditions, "Standby").map(|c| c.message.as_str()) != Some(&message) {
-                let standby = status::condition(conditions, "Standby", false, "CannotFollow", &message, generation);
-                status::apply(&api, &name, status::managers::DR, serde_json::json!({"conditions": [standby]}))
-                    .await?;
+                let standby = status::condition(
+                    conditions,
+                    "Standby",
+                    false,
+                    "CannotFollow",
+                    &message,
+                    generation,
+                );
+                status::apply(
+                    &api,
+                    &name,
+                    status::managers::DR,
+                    serde_json::json!({"conditions": [standby]}),
+                )
+                .await?;
                 ctx.events.warning(volume, "CannotFollow", message).await;
             }
             Err(error)
@@ -205,11 +220,12 @@ async fn newest_if_changed(
         url: from.to_owned(),
         reason: e.to_string(),
     })?;
-    let target = pick_target(targets, &url.target, &volume.spec.backup_target_name).ok_or_else(|| {
-        TrackError::NoTarget {
-            url: url.target.as_str().to_owned(),
-        }
-    })?;
+    let target =
+        pick_target(targets, &url.target, &volume.spec.backup_target_name).ok_or_else(|| {
+            TrackError::NoTarget {
+                url: url.target.as_str().to_owned(),
+            }
+        })?;
     let store = ctx
         .stores
         .open(&ctx.client, &ctx.config.common.namespace, target)
@@ -226,7 +242,10 @@ async fn newest_if_changed(
             volume: url.volume.clone(),
         }));
     };
-    let known = volume.status.as_ref().is_some_and(|s| s.last_backup.is_some());
+    let known = volume
+        .status
+        .as_ref()
+        .is_some_and(|s| s.last_backup.is_some());
     if known && stamps.get(&volume.name_any()) == Some(&stamp) {
         return Ok(None);
     }
@@ -234,17 +253,26 @@ async fn newest_if_changed(
         .status
         .as_ref()
         .and_then(|s| s.last_restored_backup.clone());
-    Ok(Some((newest(&store, &url.volume, last_restored.as_deref()).await?, stamp)))
+    Ok(Some((
+        newest(&store, &url.volume, last_restored.as_deref()).await?,
+        stamp,
+    )))
 }
 
-async fn newest(store: &Store, volume: &str, last_restored: Option<&str>) -> Result<Newest, TrackError> {
+async fn newest(
+    store: &Store,
+    volume: &str,
+    last_restored: Option<&str>,
+) -> Result<Newest, TrackError> {
     let config = store.inspect_volume(volume).await?;
     let restored_at = match last_restored {
-        Some(backup) if backup != config.last_backup_name => match store.inspect_backup(volume, backup).await {
-            Ok(restored) => timestamp(&restored.snapshot_created_at),
-            Err(backupstore::Error::BackupNotFound { .. }) => None,
-            Err(error) => return Err(error.into()),
-        },
+        Some(backup) if backup != config.last_backup_name => {
+            match store.inspect_backup(volume, backup).await {
+                Ok(restored) => timestamp(&restored.snapshot_created_at),
+                Err(backupstore::Error::BackupNotFound { .. }) => None,
+                Err(error) => return Err(error.into()),
+            }
+        }
         _ => None,
     };
     Ok(Newest {
@@ -266,10 +294,17 @@ mod tests {
 
     #[test]
     fn lag_is_the_distance_between_newest_and_restored() {
-        let newest = Newest { backup: "b3".into(), at: at(1000), restored_at: at(400) };
+        let newest = Newest {
+            backup: "b3".into(),
+            at: at(1000),
+            restored_at: at(400),
+        };
         assert_eq!(lag_seconds(&newest, Some("b1")), Some(600));
         assert_eq!(lag_seconds(&newest, Some("b3")), Some(0));
-        let unknown = Newest { restored_at: None, ..newest.clone() };
+        let unknown = Newest {
+            restored_at: None,
+            ..newest.clone()
+        };
         assert_eq!(lag_seconds(&unknown, None), None);
         let body = status_body(&newest, Some("b1"));
         assert_eq!(body["restoreRequired"], true);
@@ -285,7 +320,9 @@ mod tests {
         });
         if let (Some(b), serde_json::Value::Object(p)) = (base.as_object_mut(), json) {
             for (k, v) in p {
-                if let (Some(serde_json::Value::Object(inner)), serde_json::Value::Object(v)) = (b.get_mut(&k), &v) {
+                if let (Some(serde_json::Value::Object(inner)), serde_json::Value::Object(v)) =
+                    (b.get_mut(&k), &v)
+                {
                     inner.extend(v.clone());
                 } else {
                     b.insert(k, v);
@@ -298,22 +335,34 @@ mod tests {
     #[test]
     fn standby_and_activating_volumes_are_followed() {
         let url = "file:///x?backup=backup-1&volume=src";
-        assert!(is_followed(&standby(serde_json::json!({"spec": {"fromBackup": url}}))));
-        let activating = standby(serde_json::json!({"spec": {"fromBackup": url, "standby": false}, "status": {"isStandby": true}}));
+        assert!(is_followed(&standby(
+            serde_json::json!({"spec": {"fromBackup": url}})
+        )));
+        let activating = standby(
+            serde_json::json!({"spec": {"fromBackup": url, "standby": false}, "status": {"isStandby": true}}),
+        );
         assert!(is_followed(&activating));
-        let active = standby(serde_json::json!({"spec": {"fromBackup": url, "standby": false}, "status": {"isStandby": false}}));
+        let active = standby(
+            serde_json::json!({"spec": {"fromBackup": url, "standby": false}, "status": {"isStandby": false}}),
+        );
         assert!(!is_followed(&active));
     }
 
     async fn store_with_two_backups(dir: &std::path::Path) -> (String, String) {
-        let store = Store::new(backupstore::target::local::open_directory(dir).expect("dir"), Default::default());
+        let store = Store::new(
+            backupstore::target::local::open_directory(dir).expect("dir"),
+            Default::default(),
+        );
         let image = dir.join("../image");
         let mut names = Vec::new();
         for round in 0..2u8 {
             std::fs::write(&image, vec![round + 1; 4 << 20]).expect("image");
             let source = Arc::new(backupstore::FileSource::open(&image).expect("source"));
             let outcome = store
-                .backup(source, backupstore::BackupOptions::new("src", format!("snap-{round}")))
+                .backup(
+                    source,
+                    backupstore::BackupOptions::new("src", format!("snap-{round}")),
+                )
                 .await
                 .expect("backup");
             names.push(outcome.name);
@@ -341,21 +390,36 @@ mod tests {
         }));
         let (ctx, mut server, events) = testing::context();
         let expected = second.clone();
+        let answer = serde_json::to_value(&volume).expect("json");
         let script = tokio::spawn(async move {
             let patch = server
-                .expect(Method::PATCH, "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/volumes/dr-1/status")
+                .expect(
+                    Method::PATCH,
+                    "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/volumes/dr-1/status",
+                )
                 .await;
-            assert!(patch.query.contains("fieldManager=bulwark-dr"), "{}", patch.query);
+            assert!(
+                patch.query.contains("fieldManager=bulwark-dr"),
+                "{}",
+                patch.query
+            );
             let body = patch.json();
             assert_eq!(body["status"]["lastBackup"], expected.as_str());
             assert_eq!(body["status"]["restoreRequired"], true);
-            assert!(body["status"]["drLagSeconds"].as_i64().is_some_and(|lag| lag >= 1), "{body}");
+            assert!(
+                body["status"]["drLagSeconds"]
+                    .as_i64()
+                    .is_some_and(|lag| lag >= 1),
+                "{body}"
+            );
             assert_eq!(body["status"]["conditions"][0]["type"], "Standby");
-            patch.respond(json_response(StatusCode::OK, body));
+            patch.respond(json_response(StatusCode::OK, answer));
             server
         });
         let mut stamps = HashMap::new();
-        track(&ctx, &volume, std::slice::from_ref(&target), &mut stamps).await.expect("tracked");
+        track(&ctx, &volume, std::slice::from_ref(&target), &mut stamps)
+            .await
+            .expect("tracked");
         let server = script.await.expect("script");
         assert_eq!(events.lock().expect("events")[0].reason, "NewBackup");
         // Same store, status now known: no request at all (the mock is gone, any would fail).
@@ -364,24 +428,40 @@ mod tests {
         if let Some(status) = known.status.as_mut() {
             status.last_backup = Some(second);
         }
-        track(&ctx, &known, std::slice::from_ref(&target), &mut stamps).await.expect("nothing changed");
+        track(&ctx, &known, std::slice::from_ref(&target), &mut stamps)
+            .await
+            .expect("nothing changed");
     }
 
     #[tokio::test]
     async fn a_missing_target_is_a_condition_not_a_crash() {
-        let volume = standby(serde_json::json!({"spec": {"fromBackup": "s3://bucket@us-east-1/x/?backup=b&volume=v"}}));
+        let volume = standby(
+            serde_json::json!({"spec": {"fromBackup": "s3://bucket@us-east-1/x/?backup=b&volume=v"}}),
+        );
         let (ctx, mut server, events) = testing::context();
+        let answer = serde_json::to_value(&volume).expect("json");
         let script = tokio::spawn(async move {
             let patch = server
-                .expect(Method::PATCH, "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/volumes/dr-1/status")
+                .expect(
+                    Method::PATCH,
+                    "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/volumes/dr-1/status",
+                )
                 .await;
             let body = patch.json();
             let condition = &body["status"]["conditions"][0];
             assert_eq!(condition["status"], "False");
-            assert!(condition["message"].as_str().unwrap_or_default().contains("no BackupTarget has spec.backupTargetURL s3://bucket@us-east-1/x/"), "{condition}");
-            patch.respond(json_response(StatusCode::OK, body));
+            assert!(
+                condition["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("no BackupTarget has spec.backupTargetURL s3://bucket@us-east-1/x/"),
+                "{condition}"
+            );
+            patch.respond(json_response(StatusCode::OK, answer));
         });
-        let error = track(&ctx, &volume, &[], &mut HashMap::new()).await.expect_err("no target");
+        let error = track(&ctx, &volume, &[], &mut HashMap::new())
+            .await
+            .expect_err("no target");
         script.await.expect("script");
         assert!(matches!(error, TrackError::NoTarget { .. }));
         assert!(events.lock().expect("events")[0].warning);

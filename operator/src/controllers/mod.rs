@@ -5,6 +5,7 @@ pub mod backing_image;
 pub mod backup_target;
 pub mod backups;
 pub mod default_target;
+pub mod dr;
 pub mod object_metrics;
 pub mod snapshot_content;
 #[cfg(test)]
@@ -41,6 +42,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         backups::run(ctx.clone(), stop.clone()),
         volume::run(ctx.clone(), stop.clone()),
         object_metrics::run(ctx.clone(), stop.clone()),
+        dr::run(ctx.clone(), stop.clone()),
         backing_image::run(ctx.clone(), stop.clone()),
         snapshot_content::run(ctx.clone(), stop.clone()),
         crate::scheduler::run(ctx.clone(), stop.clone()),
