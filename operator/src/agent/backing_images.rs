@@ -12,7 +12,7 @@
 //!   its copy (and that entry) once the image is being deleted and the controller found no
 //!   volume using it (condition `InUse` False); the controller then drops the finalizer.
 
-mod local;
+pub mod local;
 #[cfg(test)]
 mod tests;
 

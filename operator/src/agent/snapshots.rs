@@ -565,7 +565,12 @@ pub async fn discover(ctx: &Snapshots) -> Result<Vec<String>, Error> {
         })
         .await?;
         for info in infos {
-            if described.contains(&info.name) || info.labels.contains_key(TEMPORARY_LABEL) {
+            // Snapshots that live only while a clone or a backing-image export reads them.
+            let temporary = info.labels.contains_key(TEMPORARY_LABEL)
+                || info
+                    .labels
+                    .contains_key(super::backing_images::local::EXPORT_LABEL);
+            if described.contains(&info.name) || temporary {
                 continue;
             }
             if !is_object_name(&info.name) {

@@ -418,6 +418,15 @@ async fn engine_snapshots_without_objects_get_objects() {
         [(TEMPORARY_LABEL.to_owned(), "true".to_owned())].into(),
     )
     .unwrap();
+    data.snapshot(
+        "bi-export-0123456789ab",
+        [(
+            crate::agent::backing_images::local::EXPORT_LABEL.to_owned(),
+            "img".to_owned(),
+        )]
+        .into(),
+    )
+    .unwrap();
     let task = tokio::spawn({
         let ctx = ctx.clone();
         async move { discover(&ctx).await }

@@ -227,22 +227,32 @@ fn decide_table() {
     let image = with(base.clone(), |v| {
         v.spec.backing_image = Some("ubuntu".into())
     });
-    match decide(&image, NODE, &none) {
+    assert_eq!(
+        decide(&image, NODE, &none),
+        Plan::Create {
+            source: Source::Image {
+                image: "ubuntu".into()
+            },
+            size: 4 * MIB,
+            discard_partial: false
+        }
+    );
+    let restored_on_image = with(image.clone(), |v| {
+        v.spec.from_backup = Some("file:///x?backup=b&volume=v".into())
+    });
+    match decide(&restored_on_image, NODE, &none) {
         Plan::Refuse {
             state,
             reason,
             message,
         } => {
-            assert_eq!(
-                (state, reason),
-                (VolumeState::Pending, "BackingImageUnsupported")
-            );
+            assert_eq!((state, reason), (VolumeState::Faulted, "InvalidSpec"));
             assert!(
-                message.contains("spec.backingImage \"ubuntu\""),
+                message.contains("spec.backingImage \"ubuntu\" combines only"),
                 "{message}"
             );
         }
-        other => panic!("backing image: {other:?}"),
+        other => panic!("backing image with a backup: {other:?}"),
     }
     // A backing-image volume whose data exists (an older agent made it) is still served.
     assert_eq!(decide(&image, NODE, &data), Plan::Serve { expand_to: None });
@@ -536,25 +546,74 @@ async fn empty_volume_is_created_reported_then_left_alone_and_grown() {
 }
 
 #[tokio::test]
-async fn backing_image_is_refused_with_a_condition() {
+async fn a_missing_backing_image_is_a_condition() {
     let dir = tempfile::tempdir().unwrap();
     let (client, mut server) = ApiServer::start();
     let (ctx, published) = context(client, dir.path());
     let v = placed("v1", json!({"size": "2Mi", "backingImage": "ubuntu"}));
     let task = tokio::spawn(reconcile(Arc::new(v), ctx.clone()));
+    server
+        .expect(
+            Method::GET,
+            &format!("/apis/bulwark.io/v1beta1/namespaces/{NS}/backingimages/ubuntu"),
+        )
+        .await
+        .respond(not_found());
     let body = expect_status(&mut server, "v1").await;
     assert_eq!(body["status"]["state"], "Pending");
-    assert_eq!(body["status"]["conditions"][0]["status"], "False");
     assert_eq!(
         body["status"]["conditions"][0]["reason"],
-        "BackingImageUnsupported"
+        "BackingImageMissing"
     );
-    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(task.await.unwrap().is_ok());
     assert!(ctx.engine.list_volumes().unwrap().is_empty());
     assert_eq!(
         events(&published),
-        vec![(true, "BackingImageUnsupported".to_owned())]
+        vec![(true, "BackingImageMissing".to_owned())]
     );
+}
+
+#[tokio::test]
+async fn a_volume_on_a_ready_local_image_starts_with_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, mut server) = ApiServer::start();
+    let (ctx, published) = context(client, dir.path());
+    // A finished local copy, as the backing-image agent leaves it.
+    let copy = dir.path().join("backing-images/ubuntu");
+    std::fs::create_dir_all(&copy).unwrap();
+    let content = pattern(9, (MIB + 4096) as usize);
+    std::fs::write(copy.join("image.raw"), &content).unwrap();
+    std::fs::write(
+        copy.join("copy.json"),
+        serde_json::to_vec(&json!({"uid": "uid-img", "checksum": "0".repeat(128), "size": content.len(), "virtualSize": content.len(), "format": "raw"})).unwrap(),
+    )
+    .unwrap();
+    let image = json!({
+        "apiVersion": "bulwark.io/v1beta1", "kind": "BackingImage",
+        "metadata": {"name": "ubuntu", "namespace": NS, "uid": "uid-img"},
+        "spec": {"sourceType": "download", "sourceParameters": {"url": "http://127.0.0.1:1/x"}},
+        "status": {"state": "ready", "ownerID": NODE}
+    });
+    let v = placed("v1", json!({"size": "4Mi", "backingImage": "ubuntu"}));
+    let task = tokio::spawn(reconcile(Arc::new(v), ctx.clone()));
+    server
+        .expect(
+            Method::GET,
+            &format!("/apis/bulwark.io/v1beta1/namespaces/{NS}/backingimages/ubuntu"),
+        )
+        .await
+        .respond(json_response(StatusCode::OK, image));
+    let body = expect_status(&mut server, "v1").await;
+    assert_eq!(body["status"]["state"], "Ready");
+    assert!(task.await.unwrap().is_ok());
+    let data = read_all(&ctx, "v1");
+    assert_eq!(data.len(), 4 * MIB as usize);
+    assert!(
+        data[..content.len()] == content[..],
+        "the image is the bottom layer"
+    );
+    assert!(data[content.len()..].iter().all(|b| *b == 0));
+    assert_eq!(events(&published), vec![(false, "Created".to_owned())]);
 }
 
 #[tokio::test]

@@ -62,6 +62,10 @@ pub enum Source {
     Backup {
         url: String,
     },
+    /// `backingImage`: the image's content is the bottom layer.
+    Image {
+        image: String,
+    },
 }
 
 /// What the engine holds for a volume on this node.
@@ -186,12 +190,21 @@ pub fn decide(volume: &Volume, node: &str, local: &Local) -> Plan {
         return Plan::Serve { expand_to };
     }
     if let Some(image) = &volume.spec.backing_image {
-        return Plan::Refuse {
-            state: VolumeState::Pending,
-            reason: "BackingImageUnsupported",
-            message: format!(
-                "spec.backingImage {image:?}: backing images are not supported by this version of the agent yet; create the volume without spec.backingImage"
-            ),
+        return match source_of(volume) {
+            Ok(Source::Empty) => Plan::Create {
+                source: Source::Image {
+                    image: image.clone(),
+                },
+                size,
+                discard_partial: local.incomplete,
+            },
+            _ => Plan::Refuse {
+                state: VolumeState::Faulted,
+                reason: "InvalidSpec",
+                message: format!(
+                    "spec.backingImage {image:?} combines only with a new empty volume: remove spec.dataSource / spec.fromBackup, or spec.backingImage"
+                ),
+            },
         };
     }
     match source_of(volume) {
@@ -638,6 +651,93 @@ async fn create(
             cloned(volume, ctx, api, &src, &what, result).await
         }
         Source::Backup { url } => restore_backup(volume, ctx, api, &url, size, cache).await,
+        Source::Image { image } => create_on_image(volume, ctx, api, &image, size).await,
+    }
+}
+
+/// Create the volume on top of a local copy of backing image `image` (made first if needed).
+async fn create_on_image(
+    volume: &Volume,
+    ctx: &AgentContext,
+    api: &Api<Volume>,
+    image: &str,
+    size: u64,
+) -> Result<Created, Error> {
+    let waiting = |state: VolumeState, reason: &'static str, message: String, retry: Duration| async move {
+        let previous = volume
+            .status
+            .as_ref()
+            .and_then(|s| status::find(s.conditions.as_deref(), READY))
+            .map(|c| c.reason.clone());
+        if previous.as_deref() != Some(reason) {
+            ctx.events.warning(volume, reason, message.clone()).await;
+        }
+        let ready = Cond::new(false, reason, message);
+        write(
+            api,
+            volume,
+            agent_status(volume, state, ready, Update::default()),
+        )
+        .await?;
+        Ok::<_, Error>(Created::Waiting(Action::requeue(retry)))
+    };
+    let images: Api<crd_types::BackingImage> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let Some(object) = images.get_opt(image).await? else {
+        return waiting(
+            VolumeState::Pending,
+            "BackingImageMissing",
+            format!("spec.backingImage {image:?} does not exist: create the BackingImage or fix the name"),
+            RETRY_EVERY,
+        )
+        .await;
+    };
+    let raw_path = match super::backing_images::ensure_local_copy(ctx, &object).await {
+        Ok(path) => path,
+        Err(e) if e.retryable() => {
+            return waiting(
+                VolumeState::Pending,
+                "BackingImageNotReady",
+                e.to_string(),
+                Duration::from_secs(15),
+            )
+            .await;
+        }
+        Err(e) => {
+            return waiting(
+                VolumeState::Faulted,
+                "BackingImageUnusable",
+                e.to_string(),
+                RETRY_EVERY,
+            )
+            .await;
+        }
+    };
+    let (engine, n, layer) = (
+        ctx.engine.clone(),
+        volume.name_any(),
+        engine::BackingLayer {
+            name: image.to_owned(),
+            raw_path,
+        },
+    );
+    let created =
+        restore::blocking(move || Ok(engine.create_volume(&n, size, Some(layer)).map(drop)?)).await;
+    match created {
+        Ok(()) => {
+            ctx.events
+                .normal(volume, "Created", format!("created a volume of {size} bytes on backing image {image:?}"))
+                .await;
+            Ok(Created::Done(Update::default()))
+        }
+        Err(e) => {
+            waiting(
+                VolumeState::Faulted,
+                "BackingImageUnusable",
+                format!("cannot create the volume on backing image {image:?}: {e} (spec.size must be at least the image's size)"),
+                RETRY_EVERY,
+            )
+            .await
+        }
     }
 }
 
