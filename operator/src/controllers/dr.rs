@@ -120,6 +120,11 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             }
             still
         });
+        for target in &targets {
+            if let Err(error) = protect_target(&ctx, target, &followed).await {
+                tracing::warn!(target = %target.name_any(), %error, "cannot update the standby protection of a target");
+            }
+        }
         for volume in &followed {
             let started = Instant::now();
             let result = track(&ctx, volume, &targets, &mut stamps).await;
@@ -141,6 +146,89 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             _ = tokio::time::sleep(ctx.config.dr_poll_interval) => {}
         }
     }
+}
+
+/// Finalizer on a BackupTarget that standby volumes follow: deleting it waits for them.
+pub const TARGET_IN_USE: &str = "bulwark.io/standby-volumes";
+/// The URL the standby volumes follow, recorded when the finalizer is added: a later change of
+/// `spec.backupTargetURL` is reported (and the standby volumes keep their data) instead of
+/// silently pointing them elsewhere.
+pub const FOLLOWED_URL: &str = "bulwark.io/standby-url";
+
+/// The followed volumes that use `target`: their `fromBackup` points at the URL the target had
+/// when they started following it (or has now).
+pub fn standby_users(target: &BackupTarget, followed: &[Arc<Volume>]) -> Vec<String> {
+    let url = target
+        .annotations()
+        .get(FOLLOWED_URL)
+        .filter(|_| target.finalizers().iter().any(|f| f == TARGET_IN_USE))
+        .cloned()
+        .unwrap_or_else(|| target.spec.backup_target_url.clone());
+    let Ok(url) = backupstore::target::TargetUrl::parse(&url) else {
+        return Vec::new();
+    };
+    let mut users: Vec<String> = followed
+        .iter()
+        .filter(|v| {
+            v.spec
+                .from_backup
+                .as_deref()
+                .and_then(|u| BackupUrl::parse(u).ok())
+                .is_some_and(|b| b.target.as_str() == url.as_str())
+        })
+        .map(|v| v.name_any())
+        .collect();
+    users.sort();
+    users
+}
+
+/// Hold `target` while standby volumes follow it; report deletions and URL changes it refuses.
+async fn protect_target(
+    ctx: &Context,
+    target: &BackupTarget,
+    followed: &[Arc<Volume>],
+) -> Result<(), kube::Error> {
+    let api: Api<BackupTarget> = Api::namespaced(ctx.client.clone(), &ctx.config.common.namespace);
+    let users = standby_users(target, followed);
+    let held = target.finalizers().iter().any(|f| f == TARGET_IN_USE);
+    if users.is_empty() {
+        if held {
+            crate::finalizers::remove(&api, target, TARGET_IN_USE).await?;
+        }
+        return Ok(());
+    }
+    let list = users.join(", ");
+    if !held {
+        let patch = serde_json::json!({"metadata": {"annotations": {FOLLOWED_URL: target.spec.backup_target_url}}});
+        api.patch(
+            &target.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+        crate::finalizers::add(&api, target, TARGET_IN_USE).await?;
+        return Ok(());
+    }
+    if target.metadata.deletion_timestamp.is_some() {
+        ctx.events
+            .warning(target, "DeletionRefused", format!("standby volumes {list} follow backups in this target: activate or delete them first"))
+            .await;
+    }
+    if let Some(followed_url) = target.annotations().get(FOLLOWED_URL)
+        && *followed_url != target.spec.backup_target_url
+    {
+        ctx.events
+            .warning(
+                target,
+                "URLChangeRefused",
+                format!(
+                    "spec.backupTargetURL changed from {followed_url} to {} while standby volumes {list} follow backups there; they keep their data but stop following: change it back, or activate or delete them first",
+                    target.spec.backup_target_url
+                ),
+            )
+            .await;
+    }
+    Ok(())
 }
 
 /// One check of one followed volume; `stamps` remembers the last `volume.cfg` seen per volume.
@@ -330,6 +418,47 @@ mod tests {
             }
         }
         serde_json::from_value(base).expect("a valid Volume")
+    }
+
+    #[test]
+    fn a_target_is_held_by_the_standby_volumes_of_its_followed_url() {
+        let target = |annotated: Option<&str>, url: &str| -> BackupTarget {
+            let mut t = serde_json::json!({
+                "apiVersion": "bulwark.io/v1beta1", "kind": "BackupTarget",
+                "metadata": {"name": "default", "namespace": "bulwark-system"},
+                "spec": {"backupTargetURL": url}
+            });
+            if let Some(a) = annotated {
+                t["metadata"]["annotations"] = serde_json::json!({FOLLOWED_URL: a});
+                t["metadata"]["finalizers"] = serde_json::json!([TARGET_IN_USE]);
+            }
+            serde_json::from_value(t).expect("target")
+        };
+        let on = |url: &str, name: &str| {
+            let mut v = standby(
+                serde_json::json!({"spec": {"fromBackup": format!("{url}?backup=b&volume=v")}}),
+            );
+            v.metadata.name = Some(name.into());
+            Arc::new(v)
+        };
+        let followed = [
+            on("s3://a@us-east-1/x/", "dr-b"),
+            on("s3://a@us-east-1/x/", "dr-a"),
+            on("file:///other", "dr-c"),
+        ];
+        assert_eq!(
+            standby_users(&target(None, "s3://a@us-east-1/x/"), &followed),
+            ["dr-a", "dr-b"]
+        );
+        // The URL was changed under them: they still hold the target by the URL they follow.
+        assert_eq!(
+            standby_users(
+                &target(Some("s3://a@us-east-1/x/"), "s3://b@us-east-1/y/"),
+                &followed
+            ),
+            ["dr-a", "dr-b"]
+        );
+        assert!(standby_users(&target(None, "s3://b@us-east-1/y/"), &followed).is_empty());
     }
 
     #[test]
