@@ -77,6 +77,14 @@ pub const CONTROLLER_RULES: &[Rule] = &[
     ),
     // Credential Secrets of backup targets (watched so a fixed Secret is picked up at once).
     rule("", &["secrets"], READ),
+    // VolumeSnapshotContents: dynamic ones create Snapshots and exported BackingImages (Backups
+    // are covered above), pre-provisioned `bi://` handles create images on demand, and
+    // `deletionPolicy: Delete` deletes what a content stands for.
+    rule(
+        "bulwark.io",
+        &["snapshots", "backingimages"],
+        &["create", "delete"],
+    ),
     // Leader election, and the agents' Leases that say which nodes can take volumes.
     rule(
         "coordination.k8s.io",
@@ -86,21 +94,44 @@ pub const CONTROLLER_RULES: &[Rule] = &[
     EVENTS,
 ];
 
-/// The controller, cluster-wide: it checks that our CRDs are installed and established.
-pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[Rule {
-    group: "apiextensions.k8s.io",
-    resources: &["customresourcedefinitions"],
-    verbs: &["get"],
-    names: &[
-        "volumes.bulwark.io",
-        "snapshots.bulwark.io",
-        "backups.bulwark.io",
-        "backupvolumes.bulwark.io",
-        "backuptargets.bulwark.io",
-        "backingimages.bulwark.io",
-        "recurringjobs.bulwark.io",
-    ],
-}];
+/// The controller, cluster-wide: it checks that our CRDs are installed and established, and
+/// serves the (cluster-scoped) VolumeSnapshotContents whose driver is ours.
+pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
+    // Finalizer (JSON patch) and status (server-side apply); never update, create or delete.
+    rule(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshotcontents"],
+        &["get", "list", "watch", "patch"],
+    ),
+    rule(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshotcontents/status"],
+        &["patch"],
+    ),
+    // A dynamic content's class, read when the content is reconciled (never watched).
+    rule(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshotclasses"],
+        &["get"],
+    ),
+    // Events about cluster-scoped objects (VolumeSnapshotContents) go to namespace `default`,
+    // as the CSI snapshotter sidecar's do.
+    EVENTS,
+    Rule {
+        group: "apiextensions.k8s.io",
+        resources: &["customresourcedefinitions"],
+        verbs: &["get"],
+        names: &[
+            "volumes.bulwark.io",
+            "snapshots.bulwark.io",
+            "backups.bulwark.io",
+            "backupvolumes.bulwark.io",
+            "backuptargets.bulwark.io",
+            "backingimages.bulwark.io",
+            "recurringjobs.bulwark.io",
+        ],
+    },
+];
 
 /// The agent on every node, in the operator's namespace.
 pub const AGENT_RULES: &[Rule] = &[
