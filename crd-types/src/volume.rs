@@ -19,9 +19,9 @@ pub mod rules {
     pub const SIZE_MSG: &str = "spec.size must be a positive whole number of bytes with an optional suffix, e.g. 10Gi or 512Mi";
     pub const FROM_BACKUP: &str = "self.matches('^(s3|nfs|cifs|azblob|file)://[^?]*[?](.*&)?backup=[^&]+') && self.matches('[?&]volume=[^&]+')";
     pub const FROM_BACKUP_MSG: &str = "spec.fromBackup must be a backup URL such as s3://bucket@us-east-1/path/?backup=backup-0123456789abcdef&volume=vol-1: copy it from the Backup's status.url";
-    pub const DATA_SOURCE: &str = "self.matches('^(snap://[^/]+/[^/]+|vol://[^/]+)$')";
-    pub const DATA_SOURCE_MSG: &str =
-        "spec.dataSource must be snap://<volume>/<snapshot> or vol://<volume>";
+    pub const DATA_SOURCE: &str =
+        "self.matches('^((snap|bak|bs)://[^/]+/[^/]+|vol://[^/]+|bi://backing[?].+)$')";
+    pub const DATA_SOURCE_MSG: &str = "spec.dataSource must be snap://<volume>/<snapshot>, vol://<volume>, a backup handle bak://<volume>/<backup> (bs:// too) or a backing-image handle bi://backing?backingImage=<name>&...";
     pub const BLOCK_SIZE: &str = "self in ['2Mi', '16Mi', '2097152', '16777216']";
     pub const BLOCK_SIZE_MSG: &str = "spec.backupBlockSize must be 2Mi or 16Mi";
     pub const STANDBY_NEEDS_BACKUP: &str = "!self.standby || has(self.fromBackup)";
@@ -191,11 +191,16 @@ fn is_backup_url(s: &str) -> bool {
 }
 
 fn is_data_source(s: &str) -> bool {
-    if let Some(rest) = s.strip_prefix("snap://") {
+    let two_parts = ["snap://", "bak://", "bs://"]
+        .iter()
+        .find_map(|scheme| s.strip_prefix(scheme));
+    if let Some(rest) = two_parts {
         let mut parts = rest.split('/');
         matches!((parts.next(), parts.next(), parts.next()), (Some(v), Some(n), None) if !v.is_empty() && !n.is_empty())
     } else if let Some(rest) = s.strip_prefix("vol://") {
         !rest.is_empty() && !rest.contains('/')
+    } else if let Some(query) = s.strip_prefix("bi://backing?") {
+        !query.is_empty()
     } else {
         false
     }

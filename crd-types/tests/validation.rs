@@ -113,6 +113,16 @@ fn volume_rules() {
         "  size: 1Gi\n  fromBackup: nfs://svc:/opt/bs?backup=b&nfsOptions=soft%2Ctimeo%3D150&volume=v\n",
     ));
     assert_accepted::<Volume>(&volume("  size: 1Gi\n  dataSource: snap://vol-0/snap-1\n"));
+    // Handles of the CSI snapshot API (VolumeSnapshotContents) name a backup or an image.
+    for handle in [
+        "bak://vol-0/backup-0123456789abcdef",
+        "bs://vol-0/backup-0123456789abcdef",
+        "bi://backing?backingImage=img&backingImageDataSourceType=export-from-volume&export-type=raw&volume-name=v",
+    ] {
+        assert_accepted::<Volume>(&volume(&format!(
+            "  size: 1Gi\n  dataSource: \"{handle}\"\n"
+        )));
+    }
     assert_accepted::<Volume>(&volume(
         "  size: 1Gi\n  dataSource: vol://vol-0\n  backupBlockSize: 16Mi\n",
     ));
@@ -141,7 +151,10 @@ fn volume_rules() {
         "snap://vol-0",
         "snap://vol-0/s/x",
         "vol://",
-        "bak://v/b",
+        "bak://v",
+        "bs://v/b/c",
+        "bi://backing",
+        "bi://other?backingImage=x",
         "vol://a/b",
     ] {
         let yaml = volume(&format!("  size: 1Gi\n  dataSource: \"{bad}\"\n"));
@@ -442,7 +455,7 @@ proptest! {
     }
 
     #[test]
-    fn data_source_agrees_with_cel(source in "(snap|vol|bak)://[a-z/]{0,8}") {
+    fn data_source_agrees_with_cel(source in "(snap|vol|bak|bs|bi)://(backing[?])?[a-z/=]{0,8}") {
         let object: Volume = parse(&volume(&format!("  size: 1Gi\n  dataSource: \"{source}\"\n")));
         let rust = object.validate().is_ok();
         let cel = cel_messages(&object, None).is_empty();

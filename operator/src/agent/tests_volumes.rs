@@ -1136,3 +1136,64 @@ fn standby_volumes_follow_newer_backups_and_activation_asks_the_store() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_backup_handle_waits_for_its_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, mut server) = ApiServer::start();
+    let (ctx, published) = context(client, dir.path());
+    let v = placed(
+        "v1",
+        json!({"size": "2Mi", "dataSource": "bak://src/backup-1"}),
+    );
+    assert_eq!(
+        source_of(&v),
+        Ok(Source::BackupHandle {
+            backup: "backup-1".into()
+        })
+    );
+    let task = tokio::spawn(reconcile(Arc::new(v), ctx.clone()));
+    server
+        .expect(
+            Method::GET,
+            &format!("/apis/bulwark.io/v1beta1/namespaces/{NS}/backups/backup-1"),
+        )
+        .await
+        .respond(not_found());
+    let body = expect_status(&mut server, "v1").await;
+    assert_eq!(body["status"]["state"], "Pending");
+    let condition = &body["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "BackupNotReady");
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("Backup \"backup-1\" does not exist")
+    );
+    assert!(task.await.unwrap().is_ok());
+    assert_eq!(
+        events(&published),
+        vec![(true, "BackupNotReady".to_owned())]
+    );
+    // A legacy bs:// handle and a bi:// handle seed volumes too.
+    let bs = placed(
+        "v2",
+        json!({"size": "2Mi", "dataSource": "bs://src/backup-1"}),
+    );
+    assert_eq!(
+        source_of(&bs),
+        Ok(Source::BackupHandle {
+            backup: "backup-1".into()
+        })
+    );
+    let bi = placed(
+        "v3",
+        json!({"size": "2Mi", "dataSource": "bi://backing?backingImage=golden&backingImageDataSourceType=download&url=https%3A%2F%2Fexample.com%2Fa.qcow2"}),
+    );
+    assert_eq!(
+        source_of(&bi),
+        Ok(Source::Image {
+            image: "golden".into()
+        })
+    );
+}

@@ -62,9 +62,15 @@ pub enum Source {
     Backup {
         url: String,
     },
-    /// `backingImage`: the image's content is the bottom layer.
+    /// `backingImage` (or a `bi://` handle in `dataSource`): the image's content is the
+    /// bottom layer.
     Image {
         image: String,
+    },
+    /// A `bak://<volume>/<backup>` (or `bs://`) handle in `dataSource`: the Backup object's
+    /// `status.url` is restored, once it is Completed.
+    BackupHandle {
+        backup: String,
     },
 }
 
@@ -150,9 +156,22 @@ pub fn source_of(volume: &Volume) -> Result<Source, String> {
             volume: volume.to_owned(),
         });
     }
-    Err(format!(
-        "spec.dataSource {source:?} must be snap://<volume>/<snapshot> or vol://<volume>"
-    ))
+    // Handles of the CSI snapshot API (what a VolumeSnapshotContent publishes).
+    match handle_codec::decode(source) {
+        Ok(handle_codec::SnapshotHandle::Backup { backup, .. }) => Ok(Source::BackupHandle {
+            backup: backup.as_str().to_owned(),
+        }),
+        Ok(handle_codec::SnapshotHandle::BackingImage(image)) => Ok(Source::Image {
+            image: image.name.as_str().to_owned(),
+        }),
+        Ok(other) => Err(format!(
+            "spec.dataSource {source:?} ({}) cannot seed a volume",
+            other.encode()
+        )),
+        Err(e) => Err(format!(
+            "spec.dataSource {source:?} must be snap://<volume>/<snapshot>, vol://<volume>, bak://<volume>/<backup> or bi://backing?...: {e}"
+        )),
+    }
 }
 
 /// The pure decision: which action `(spec, status, local data, deletion)` calls for.
@@ -652,6 +671,44 @@ async fn create(
         }
         Source::Backup { url } => restore_backup(volume, ctx, api, &url, size, cache).await,
         Source::Image { image } => create_on_image(volume, ctx, api, &image, size).await,
+        Source::BackupHandle { backup } => {
+            let backups: Api<crd_types::Backup> =
+                Api::namespaced(ctx.client.clone(), &ctx.namespace);
+            let found = backups.get_opt(&backup).await?;
+            let completed = found
+                .as_ref()
+                .and_then(|b| b.status.as_ref())
+                .filter(|s| s.state == Some(crd_types::backup::BackupState::Completed));
+            match completed.and_then(|s| s.url.clone()) {
+                Some(url) => restore_backup(volume, ctx, api, &url, size, cache).await,
+                None => {
+                    let message = match found {
+                        None => format!(
+                            "spec.dataSource: Backup {backup:?} does not exist: fix the handle or wait for the target sync to mirror it"
+                        ),
+                        Some(_) => format!(
+                            "spec.dataSource: Backup {backup:?} is not Completed yet; the volume is restored once it is"
+                        ),
+                    };
+                    let ready = Cond::new(false, "BackupNotReady", message.clone());
+                    let previous = volume
+                        .status
+                        .as_ref()
+                        .and_then(|s| status::find(s.conditions.as_deref(), READY))
+                        .map(|c| c.reason.clone());
+                    if previous.as_deref() != Some("BackupNotReady") {
+                        ctx.events.warning(volume, "BackupNotReady", message).await;
+                    }
+                    write(
+                        api,
+                        volume,
+                        agent_status(volume, VolumeState::Pending, ready, Update::default()),
+                    )
+                    .await?;
+                    Ok(Created::Waiting(Action::requeue(Duration::from_secs(15))))
+                }
+            }
+        }
     }
 }
 

@@ -60,6 +60,48 @@ pub enum PlacementError {
     ImageNotPlaced { image: String },
 }
 
+/// For a `bi://` handle in `spec.dataSource`: the image's name, after creating it from the
+/// handle's parameters when it does not exist yet (the seeds' on-demand flow). A handle that
+/// does not match an existing image is left to the agent, whose status says why.
+async fn on_demand_image(
+    volume: &Volume,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<String>, Error> {
+    let Some(Ok(handle_codec::SnapshotHandle::BackingImage(image))) =
+        volume.spec.data_source.as_deref().map(handle_codec::decode)
+    else {
+        return Ok(None);
+    };
+    let handle = handle_codec::SnapshotHandle::BackingImage(image.clone());
+    let objects = super::snapshot_content::CachedObjects {
+        caches: &ctx.caches,
+        namespace,
+    };
+    if let Ok(plan) = super::snapshot_content::volume_source(&objects, &handle, namespace)
+        && let Some(create) = plan.create_backing_image
+    {
+        let api: Api<crd_types::BackingImage> = Api::namespaced(ctx.client.clone(), namespace);
+        match api.create(&kube::api::PostParams::default(), &create).await {
+            Ok(_) => {
+                ctx.events
+                    .normal(
+                        volume,
+                        "BackingImageCreated",
+                        format!(
+                            "created backing image {:?} from spec.dataSource",
+                            image.name.as_str()
+                        ),
+                    )
+                    .await
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(Some(image.name.as_str().to_owned()))
+}
+
 /// Where a volume's backing image forces it: None (any node; download images are copied where
 /// needed), or the node holding an exported image (they are never copied).
 pub fn image_pin(
@@ -259,7 +301,11 @@ pub async fn reconcile(volume: &Volume, ctx: &Context) -> Result<Action, Error> 
             *volumes_per_node.entry(node).or_default() += 1;
         }
     }
-    let pinned = match volume.spec.backing_image.as_deref() {
+    let image_name = match volume.spec.backing_image.clone() {
+        Some(name) => Some(name),
+        None => on_demand_image(volume, ctx, namespace).await?,
+    };
+    let pinned = match image_name.as_deref() {
         None => Ok(None),
         Some(image_name) => {
             let image = ctx.caches.backing_images.state().into_iter().find(|i| {
@@ -560,6 +606,52 @@ mod tests {
         script.await.expect("server script");
         assert_eq!(action, Action::requeue(RETRY_PLACEMENT));
         assert_eq!(events.lock().expect("events")[0].reason, "Unschedulable");
+    }
+
+    #[tokio::test]
+    async fn a_backing_image_handle_creates_its_image_on_demand() {
+        let (ctx, mut server, events) = testing::context();
+        let handle = "bi://backing?backingImage=golden&backingImageDataSourceType=export-from-volume&export-type=qcow2&volume-name=src";
+        let vol = volume(serde_json::json!({
+            "metadata": {"finalizers": ["bulwark.io/volume-data"]},
+            "spec": {"dataSource": handle, "backupCompressionMethod": "lz4", "backupBlockSize": "2Mi"}
+        }));
+        let answer = serde_json::to_value(&vol).expect("json");
+        let script = tokio::spawn(async move {
+            server.expect(Method::GET, LEASES).await.respond(json_response(
+                StatusCode::OK,
+                serde_json::json!({"apiVersion": "v1", "kind": "LeaseList", "metadata": {}, "items": [lease("node-a")]}),
+            ));
+            let create = server
+                .expect(
+                    Method::POST,
+                    "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/backingimages",
+                )
+                .await;
+            let image = create.json();
+            assert_eq!(image["metadata"]["name"], "golden");
+            assert_eq!(image["spec"]["sourceType"], "export-from-volume");
+            assert_eq!(image["spec"]["sourceParameters"]["volume-name"], "src");
+            assert_eq!(image["spec"]["sourceParameters"]["export-type"], "qcow2");
+            create.respond(json_response(StatusCode::CREATED, image));
+            // The new image is not placed yet: the volume waits for the image's node.
+            let status = server
+                .expect(Method::PATCH, &format!("{VOLUMES}/vol-1/status"))
+                .await;
+            let body = status.json();
+            assert_eq!(body["status"]["conditions"][0]["reason"], "Unschedulable");
+            status.respond(json_response(StatusCode::OK, answer));
+        });
+        let action = reconcile(&vol, &ctx).await.expect("reconciled");
+        script.await.expect("server script");
+        assert_eq!(action, Action::requeue(RETRY_PLACEMENT));
+        let reasons: Vec<String> = events
+            .lock()
+            .expect("events")
+            .iter()
+            .map(|e| e.reason.clone())
+            .collect();
+        assert_eq!(reasons, ["BackingImageCreated", "Unschedulable"]);
     }
 
     #[tokio::test]
