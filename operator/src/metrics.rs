@@ -254,6 +254,21 @@ impl Metrics {
         }
     }
 
+    /// Run one reconcile of `controller` and record its duration and outcome (errors by the
+    /// category `category` gives them).
+    pub async fn timed<T, E>(
+        &self,
+        controller: &str,
+        reconcile: impl std::future::Future<Output = Result<T, E>>,
+        category: impl Fn(&E) -> ErrorCategory,
+    ) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let result = reconcile.await;
+        let outcome = result.as_ref().map(|_| ()).map_err(&category);
+        self.reconciled(controller, started.elapsed().as_secs_f64(), outcome);
+        result
+    }
+
     /// Count one backup-store `operation` (list, inspect, backup, restore, delete, probe).
     pub fn store_request<T, E>(&self, operation: &str, result: &Result<T, E>) {
         let result = if result.is_ok() { "success" } else { "error" };

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crd_types::backing_image::{BackingImageSourceType, BackingImageState};
 use crd_types::volume::VolumeState;
@@ -161,15 +161,11 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
 }
 
 async fn reconcile_timed(image: Arc<BackingImage>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile(&image, &ctx).await;
-    let outcome = result
-        .as_ref()
-        .map(|_| ())
-        .map_err(|_| ErrorCategory::Kubernetes);
     ctx.metrics
-        .reconciled(CONTROLLER, started.elapsed().as_secs_f64(), outcome);
-    result
+        .timed(CONTROLLER, reconcile(&image, &ctx), |_| {
+            ErrorCategory::Kubernetes
+        })
+        .await
 }
 
 fn error_policy(image: Arc<BackingImage>, error: &Error, _ctx: Arc<Context>) -> Action {

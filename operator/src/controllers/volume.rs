@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crd_types::volume::VolumeState;
 use crd_types::{Validate, Volume};
@@ -213,15 +213,11 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
 }
 
 async fn reconcile_timed(volume: Arc<Volume>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile(&volume, &ctx).await;
-    let outcome = result
-        .as_ref()
-        .map(|_| ())
-        .map_err(|_| ErrorCategory::Kubernetes);
     ctx.metrics
-        .reconciled(CONTROLLER, started.elapsed().as_secs_f64(), outcome);
-    result
+        .timed(CONTROLLER, reconcile(&volume, &ctx), |_| {
+            ErrorCategory::Kubernetes
+        })
+        .await
 }
 
 fn error_policy(volume: Arc<Volume>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -19,7 +19,7 @@ pub mod types;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crd_types::{BackingImage, Backup, BackupVolume, Snapshot, Volume};
 use futures::StreamExt;
@@ -257,15 +257,11 @@ async fn reconcile_timed(
     content: Arc<VolumeSnapshotContent>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile(&content, &ctx).await;
-    let outcome = result
-        .as_ref()
-        .map(|_| ())
-        .map_err(|_| ErrorCategory::Kubernetes);
     ctx.metrics
-        .reconciled(CONTROLLER, started.elapsed().as_secs_f64(), outcome);
-    result
+        .timed(CONTROLLER, reconcile(&content, &ctx), |_| {
+            ErrorCategory::Kubernetes
+        })
+        .await
 }
 
 fn error_policy(content: Arc<VolumeSnapshotContent>, error: &Error, _ctx: Arc<Context>) -> Action {

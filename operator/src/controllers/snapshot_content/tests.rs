@@ -7,6 +7,7 @@ use http::{Method, StatusCode};
 use kube::runtime::reflector::{self, Store};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::time::Instant;
 
 const CONTENT: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents/snapcontent-u1";
 const CLASSES: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses";
