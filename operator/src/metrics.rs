@@ -4,7 +4,7 @@
 //! never error text.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Error categories: a small fixed set, never error text.
@@ -72,6 +72,16 @@ pub struct Metrics {
     pub dr_track_failures: IntCounterVec,
     /// `{volume}`: failed DR restores (full or incremental) on this node.
     pub dr_restore_failures: IntCounterVec,
+    /// `{job, task, result=Succeeded|PartiallyFailed|Failed|Skipped}`: finished recurring-job runs.
+    pub recurring_job_runs: IntCounterVec,
+    /// `{job}`: Unix time of the job's last run that ended Succeeded or Skipped.
+    pub recurring_job_last_success: IntGaugeVec,
+    /// `{job}`: Unix time of the job's next slot (`status.nextRunAt`).
+    pub recurring_job_next_run: IntGaugeVec,
+    /// Seconds between a slot and the moment its run started.
+    pub recurring_job_schedule_lag: Histogram,
+    /// `{job, reason}`: volumes a run skipped (Unchanged, BelowThreshold, Standby, Restoring, Detached).
+    pub recurring_job_volumes_skipped: IntCounterVec,
 }
 
 /// Series families refreshed wholesale from the caches (see `controllers::object_metrics`).
@@ -206,6 +216,40 @@ impl Metrics {
         )?;
         registry.register(Box::new(dr_track_failures.clone()))?;
         registry.register(Box::new(dr_restore_failures.clone()))?;
+        let recurring_job_runs = IntCounterVec::new(
+            Opts::new(
+                "recurring_job_runs_total",
+                "Finished recurring-job runs by job, task and result.",
+            ),
+            &["job", "task", "result"],
+        )?;
+        let recurring_job_last_success = gauge(
+            "recurring_job_last_success_timestamp_seconds",
+            "Unix time of the job's last run that succeeded or had nothing to do.",
+            &["job"],
+        )?;
+        let recurring_job_next_run = gauge(
+            "recurring_job_next_run_timestamp_seconds",
+            "Unix time of the job's next slot.",
+            &["job"],
+        )?;
+        let recurring_job_schedule_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "recurring_job_schedule_lag_seconds",
+                "Seconds between a recurring job's slot and the start of its run.",
+            )
+            .buckets(vec![0.01, 0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 3600.0]),
+        )?;
+        let recurring_job_volumes_skipped = IntCounterVec::new(
+            Opts::new(
+                "recurring_job_volumes_skipped_total",
+                "Volumes a recurring-job run skipped, by job and reason.",
+            ),
+            &["job", "reason"],
+        )?;
+        registry.register(Box::new(recurring_job_runs.clone()))?;
+        registry.register(Box::new(recurring_job_schedule_lag.clone()))?;
+        registry.register(Box::new(recurring_job_volumes_skipped.clone()))?;
         registry.register(Box::new(backup_duration.clone()))?;
         registry.register(Box::new(backup_bytes.clone()))?;
         registry.register(Box::new(backup_target_requests.clone()))?;
@@ -235,6 +279,11 @@ impl Metrics {
             dr_lag,
             dr_track_failures,
             dr_restore_failures,
+            recurring_job_runs,
+            recurring_job_last_success,
+            recurring_job_next_run,
+            recurring_job_schedule_lag,
+            recurring_job_volumes_skipped,
         })
     }
 

@@ -75,6 +75,10 @@ pub const CONTROLLER_RULES: &[Rule] = &[
         ],
         &["patch"],
     ),
+    // The recurring-job scheduler: creates the jobs' Snapshots, deletes them by retention and
+    // snapshot-cleanup/-delete (Backups are covered above), and writes RecurringJob status.
+    rule("bulwark.io", &["snapshots"], &["create", "delete"]),
+    rule("bulwark.io", &["recurringjobs/status"], &["patch"]),
     // Credential Secrets of backup targets (watched so a fixed Secret is picked up at once).
     rule("", &["secrets"], READ),
     // VolumeSnapshotContents: dynamic ones create Snapshots and exported BackingImages (Backups
