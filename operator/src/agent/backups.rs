@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::data::{DataError, Report, Request};
 use self::decide::{Completion, Decision, Failure, Local, Observed, Plan};
-use super::AgentContext;
+use super::{AgentContext, skip};
 use crate::metrics::ErrorCategory;
 use crate::status::managers::AGENT_BACKUP;
 use crate::stores::OpenError;
@@ -187,9 +187,77 @@ impl BackupAgent {
                 let Some(target) = target else {
                     return Ok(Action::requeue(WAIT_REQUEUE));
                 };
+                if let Some(message) = self.skip_unchanged(&backup, &target).await? {
+                    let conditions = backup.status.as_ref().and_then(|s| s.conditions.as_deref());
+                    let condition = crate::status::condition(
+                        conditions,
+                        decide::COMPLETED,
+                        false,
+                        skip::SKIPPED_REASON,
+                        &message,
+                        backup.metadata.generation,
+                    );
+                    status::apply(
+                        &backups,
+                        name,
+                        AGENT_BACKUP,
+                        serde_json::json!({"conditions": [condition]}),
+                    )
+                    .await?;
+                    ctx.events
+                        .normal(&backup, skip::SKIPPED_REASON, message)
+                        .await;
+                    return Ok(Action::await_change());
+                }
                 self.run(backup, target, plan).await
             }
         }
+    }
+
+    /// For a recurring job's Backup that asks to skip an unchanged volume (and is not claimed
+    /// yet): the skip message when no data was written since the newest snapshot and that
+    /// snapshot is already in the store. Decided here, on the engine's facts, before any claim.
+    async fn skip_unchanged(
+        &self,
+        backup: &Backup,
+        target: &BackupTarget,
+    ) -> Result<Option<String>, Error> {
+        let Some(min) = skip::threshold(backup.annotations()) else {
+            return Ok(None);
+        };
+        let claimed = backup.status.as_ref().is_some_and(|s| s.owner_id.is_some());
+        if claimed || backup.spec.snapshot_name.is_some() {
+            return Ok(None);
+        }
+        let ctx = &self.ctx;
+        let (engine, volume) = (ctx.engine.clone(), backup.spec.volume.clone());
+        let facts =
+            tokio::task::spawn_blocking(move || -> Result<(u64, Option<String>), engine::Error> {
+                let data = engine.open_volume(&volume)?;
+                // The snapshot the head sits on: what `head_changed_bytes` is measured against.
+                let newest = data
+                    .list_snapshots()?
+                    .into_iter()
+                    .find(|s| s.head_is_child)
+                    .map(|s| s.name);
+                Ok((data.head_changed_bytes()?, newest))
+            })
+            .await;
+        // Anything unclear means "back up": an extra backup is safe, a missing one is not.
+        let Ok(Ok((changed, newest))) = facts else {
+            return Ok(None);
+        };
+        let Ok(store) = ctx.stores.open(&ctx.client, &ctx.namespace, target).await else {
+            return Ok(None);
+        };
+        let base = store.incremental_base(&backup.spec.volume).await;
+        ctx.metrics.store_request("inspect", &base);
+        let backed_up =
+            matches!((&base, &newest), (Ok(Some((_, base))), Some(newest)) if base == newest);
+        Ok(
+            skip::decide(recurring::Task::Backup, changed, backed_up, min)
+                .map(|reason| skip::message(reason, changed, min)),
+        )
     }
 
     /// State Error with `failure`'s message, and a warning Event.

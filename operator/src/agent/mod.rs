@@ -6,6 +6,7 @@
 pub mod backing_images;
 pub mod backups;
 pub mod restore;
+pub mod skip;
 pub mod snapshots;
 pub mod volumes;
 

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AgentContext;
 use super::restore::{self, DataError, Markers, TEMPORARY_LABEL};
+use super::skip;
 use super::volumes::unchanged_json;
 use crate::metrics::ErrorCategory;
 use crate::{finalizers, status};
@@ -50,6 +51,8 @@ pub struct Local {
     pub volume_has_data: bool,
     /// The engine snapshot, if taken.
     pub snapshot: Option<SnapshotInfo>,
+    /// Bytes written to the volume since its newest snapshot.
+    pub head_changed: u64,
 }
 
 /// What one reconcile does.
@@ -72,6 +75,9 @@ pub enum Plan {
         reason: &'static str,
         message: String,
     },
+    /// A recurring job asked to skip an unchanged volume, and it is unchanged: take nothing
+    /// (and hold no finalizer); the status says why.
+    Skipped { message: String },
 }
 
 /// The pure decision for `snapshot` given its Volume (None: does not exist) and local data.
@@ -96,6 +102,18 @@ pub fn decide(snapshot: &Snapshot, volume: Option<&Volume>, node: &str, local: &
     };
     if owner != Some(node) {
         return Plan::Skip;
+    }
+    let conditions = snapshot
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref());
+    if local.snapshot.is_none() && skip::already_skipped(conditions, READY) {
+        // Final: the scheduler deletes skipped objects; later writes belong to its next run.
+        return if has_finalizer {
+            Plan::ReleaseFinalizer
+        } else {
+            Plan::Skip
+        };
     }
     if local.snapshot.is_some() {
         return if has_finalizer {
@@ -132,6 +150,13 @@ pub fn decide(snapshot: &Snapshot, volume: Option<&Volume>, node: &str, local: &
                 "volume {:?} is not Ready (state {state}): snapshot {name:?} is taken once it is",
                 volume.name_any()
             ),
+        };
+    }
+    if let Some(min) = skip::threshold(snapshot.annotations())
+        && let Some(reason) = skip::decide(recurring::Task::Snapshot, local.head_changed, true, min)
+    {
+        return Plan::Skipped {
+            message: skip::message(reason, local.head_changed, min),
         };
     }
     if !has_finalizer {
@@ -339,6 +364,7 @@ async fn observe(ctx: &AgentContext, volume: &str, snapshot: &str) -> Result<Loc
         Ok(Local {
             volume_has_data: true,
             snapshot,
+            head_changed: data.head_changed_bytes()?,
         })
     })
     .await?;
@@ -404,6 +430,18 @@ async fn reconcile_inner(snapshot: &Snapshot, ctx: &Snapshots) -> Result<Action,
                     "merged the snapshot's data into the next layer",
                 )
                 .await;
+            Ok(Action::await_change())
+        }
+        Plan::Skipped { message } => {
+            finalizers::remove(&api, snapshot, finalizers::SNAPSHOT).await?;
+            agent
+                .events
+                .normal(snapshot, skip::SKIPPED_REASON, message.clone())
+                .await;
+            // A skip is no error: only the condition says it.
+            let mut skipped = refused_status(snapshot, skip::SKIPPED_REASON, &message);
+            skipped.error = None;
+            write(&api, snapshot, skipped).await?;
             Ok(Action::await_change())
         }
         Plan::Refuse { reason, message } => {

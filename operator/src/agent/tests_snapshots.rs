@@ -81,10 +81,12 @@ fn decide_table() {
     let data = Local {
         volume_has_data: true,
         snapshot: None,
+        head_changed: 8192,
     };
     let taken = Local {
         volume_has_data: true,
         snapshot: Some(info("s1")),
+        head_changed: 0,
     };
     let none = Local::default();
     let s = |finalizer, deleting| snapshot("s1", "v1", finalizer, deleting);
@@ -189,6 +191,43 @@ fn decide_table() {
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
     );
     assert_eq!(refused(&doomed, &data), "VolumeDeleting");
+
+    // Skip-if-unchanged, asked by a recurring job: decided on the engine's facts, and final.
+    let asking = |min: &str| {
+        let mut snap = s(false, false);
+        snap.metadata.annotations =
+            Some([("bulwark.io/skip-if-unchanged".to_owned(), min.to_owned())].into());
+        snap
+    };
+    let clean = Local {
+        head_changed: 0,
+        ..data.clone()
+    };
+    match decide(&asking("0"), Some(&ready), NODE, &clean) {
+        Plan::Skipped { message } => assert!(message.starts_with("Unchanged:"), "{message}"),
+        other => panic!("unchanged: {other:?}"),
+    }
+    match decide(&asking("16384"), Some(&ready), NODE, &data) {
+        Plan::Skipped { message } => assert!(message.starts_with("BelowThreshold:"), "{message}"),
+        other => panic!("below threshold: {other:?}"),
+    }
+    assert_eq!(
+        decide(&asking("4096"), Some(&ready), NODE, &data),
+        Plan::AddFinalizer
+    );
+    let mut skipped = asking("0");
+    skipped.status = Some(
+        serde_json::from_value(json!({"conditions": [{
+            "type": "Ready", "status": "False", "reason": "Skipped", "message": "Unchanged: ...",
+            "lastTransitionTime": "2026-11-27T10:00:00Z"
+        }]}))
+        .unwrap(),
+    );
+    assert_eq!(
+        decide(&skipped, Some(&ready), NODE, &data),
+        Plan::Skip,
+        "a skip is final"
+    );
 }
 
 #[test]

@@ -217,7 +217,7 @@ fn decide_table() {
         ("from backup", with(base.clone(), |v| v.spec.from_backup = Some("file:///b?backup=b1&volume=src".into())), half,
             Plan::Create { source: Source::Backup { url: "file:///b?backup=b1&volume=src".into() }, size: 4 * MIB, discard_partial: true }),
         ("bad data source", with(base.clone(), |v| v.spec.data_source = Some("snap://src".into())), none,
-            Plan::Refuse { state: VolumeState::Faulted, reason: "InvalidDataSource", message: "spec.dataSource \"snap://src\" must be snap://<volume>/<snapshot> or vol://<volume>".into() }),
+            Plan::Refuse { state: VolumeState::Faulted, reason: "InvalidDataSource", message: "spec.dataSource \"snap://src\" must be snap://<volume>/<snapshot>, vol://<volume>, bak://<volume>/<backup> or bi://backing?...: snap:// handle \"snap://src\" has no '/<snapshot>' after the volume name: write snap://<volume>/<snapshot>".into() }),
         ("bad size", with(base.clone(), |v| v.spec.size = "1.5Gi".into()), none,
             Plan::Refuse { state: VolumeState::Faulted, reason: "InvalidSize", message: "spec.size \"1.5Gi\" is not a positive byte quantity such as 10Gi".into() }),
     ];

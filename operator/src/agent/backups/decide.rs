@@ -132,6 +132,10 @@ pub fn settled(backup: &Backup, node: &str) -> Option<&'static str> {
         return Some("mirrored from the store");
     }
     let status = backup.status.as_ref();
+    if crate::agent::skip::already_skipped(status.and_then(|s| s.conditions.as_deref()), COMPLETED)
+    {
+        return Some("skipped: nothing changed");
+    }
     let mine = status.and_then(|s| s.owner_id.as_deref()) == Some(node);
     match status.and_then(|s| s.state) {
         // Mirrored backups arrive Completed without an owner: the store already has them.

@@ -797,6 +797,68 @@ mod reconcile {
     }
 
     #[tokio::test]
+    async fn a_recurring_backup_of_an_unchanged_volume_is_skipped_before_any_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, mut api) = ApiServer::start();
+        let h = harness(client, dir.path());
+        let (store, url) = file_store(dir.path()).await;
+        let volume = filled_volume(&h.engine, "vol-a");
+        // s1 (the snapshot the head sits on) is backed up, and nothing was written since.
+        let source = volume.backup_source(None, "s1").unwrap();
+        store
+            .backup(
+                Arc::new(source),
+                backupstore::BackupOptions::new("vol-a", "s1"),
+            )
+            .await
+            .unwrap();
+        let agent = h.agent.clone();
+        let task = tokio::spawn(async move { agent.reconcile("backup-2").await });
+        let mut object = backup_json("backup-2", json!({"volume": "vol-a"}), json!(null), &[]);
+        object["metadata"]["annotations"] = json!({"bulwark.io/skip-if-unchanged": "0"});
+        let path = format!("{API}/backups/backup-2");
+        ok(api.expect(Method::GET, &path).await, object.clone());
+        ok(
+            api.expect(Method::GET, &format!("{API}/volumes/vol-a"))
+                .await,
+            ready_volume(),
+        );
+        ok(
+            api.expect(Method::GET, &format!("{API}/backuptargets/default"))
+                .await,
+            target_json(&url, None),
+        );
+        let status = echo_status(
+            api.expect(Method::PATCH, &format!("{path}/status")).await,
+            object,
+        );
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            kube::runtime::controller::Action::await_change()
+        );
+        let condition = &status["conditions"][0];
+        assert_eq!(condition["type"], "Completed");
+        assert_eq!(condition["reason"], "Skipped");
+        assert!(
+            condition["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Unchanged:"),
+            "{condition}"
+        );
+        assert!(
+            status.get("state").is_none(),
+            "a skipped backup is never claimed: {status}"
+        );
+        assert_eq!(published(&h), vec![("Skipped".to_owned(), false)]);
+        assert_eq!(
+            store.list_backup_names("vol-a").await.unwrap().len(),
+            1,
+            "nothing was uploaded"
+        );
+    }
+
+    #[tokio::test]
     async fn finished_and_foreign_backups_cost_one_read() {
         for status in [
             json!({"state": "Completed"}),
