@@ -45,12 +45,21 @@ pub const CONTROLLER_RULES: &[Rule] = &[
         &["volumes"],
         &["get", "list", "watch", "patch"],
     ),
-    rule("bulwark.io", &["snapshots", "recurringjobs"], READ),
-    // BackingImages: the controller holds their data finalizer.
+    rule("bulwark.io", &["recurringjobs"], READ),
+    // Snapshots: recurring jobs create them and delete them by retention, cleanup and skips;
+    // VolumeSnapshotContents create them (dynamic `snap`) and delete them (`deletionPolicy:
+    // Delete`).
+    rule(
+        "bulwark.io",
+        &["snapshots"],
+        &["get", "list", "watch", "create", "delete"],
+    ),
+    // BackingImages: the controller holds their data finalizer; VolumeSnapshotContents and
+    // volumes with a `bi://` dataSource create them on demand; `deletionPolicy: Delete` deletes.
     rule(
         "bulwark.io",
         &["backingimages"],
-        &["get", "list", "watch", "patch"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     // The store mirror creates and deletes BackupVolumes and Backups; deletion removes finalizers.
     rule(
@@ -75,20 +84,10 @@ pub const CONTROLLER_RULES: &[Rule] = &[
         ],
         &["patch"],
     ),
-    // The recurring-job scheduler: creates the jobs' Snapshots, deletes them by retention and
-    // snapshot-cleanup/-delete (Backups are covered above), and writes RecurringJob status.
-    rule("bulwark.io", &["snapshots"], &["create", "delete"]),
+    // The recurring-job scheduler writes its jobs' status.
     rule("bulwark.io", &["recurringjobs/status"], &["patch"]),
     // Credential Secrets of backup targets (watched so a fixed Secret is picked up at once).
     rule("", &["secrets"], READ),
-    // VolumeSnapshotContents: dynamic ones create Snapshots and exported BackingImages (Backups
-    // are covered above), pre-provisioned `bi://` handles create images on demand, and
-    // `deletionPolicy: Delete` deletes what a content stands for.
-    rule(
-        "bulwark.io",
-        &["snapshots", "backingimages"],
-        &["create", "delete"],
-    ),
     // Leader election, and the agents' Leases that say which nodes can take volumes.
     rule(
         "coordination.k8s.io",
