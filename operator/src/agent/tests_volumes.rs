@@ -1197,3 +1197,108 @@ async fn a_backup_handle_waits_for_its_backup() {
         })
     );
 }
+
+/// The agent's DR path through reconcile: a standby volume restored from b1 sees `lastBackup:
+/// b2` (the DR tracker's field), restores only the difference into a staged layer, records
+/// `lastRestoredBackup: b2` and stays unserved; activation then finds nothing newer in the store
+/// and turns the volume into an ordinary one (`isStandby: false`).
+#[tokio::test]
+async fn a_standby_volume_follows_a_newer_backup_then_activates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir_all(&store_dir).unwrap();
+    let target_url = format!("file://{}", store_dir.display());
+    let stores = Stores::default();
+    let store = stores
+        .open_with(
+            "direct",
+            TargetUrl::parse(&target_url).unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let first = pattern(5, (3 * MIB) as usize);
+    backup_of(&store, dir.path(), "src", "b1", &first).await;
+    let mut second = first.clone();
+    second[..8192].copy_from_slice(&[0x42; 8192]);
+    backup_of(&store, dir.path(), "src", "b2", &second).await;
+
+    let data_dir = dir.path().join("agent");
+    let (client, mut server) = ApiServer::start();
+    let (ctx, published) = context(client, &data_dir);
+    let b1 = BackupUrl::parse(&format!("{target_url}?backup=b1&volume=src")).unwrap();
+    restore::restore(
+        ctx.engine.clone(),
+        Markers::new(&data_dir),
+        &store,
+        &b1,
+        "dr",
+        6 * MIB,
+        None,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    stores.close_all().await;
+    let target = serde_json::to_value(target("t", &target_url)).unwrap();
+    let targets = json!({"apiVersion": "bulwark.io/v1beta1", "kind": "BackupTargetList", "metadata": {}, "items": [target]});
+    let standby = |spec_standby: bool, last_restored: &str| {
+        volume(
+            "dr",
+            json!({"size": "6Mi", "fromBackup": b1.to_string(), "standby": spec_standby}),
+            json!({"ownerID": NODE, "state": "Ready", "isStandby": true,
+                   "lastRestoredBackup": last_restored, "lastBackup": "b2"}),
+            true,
+        )
+    };
+
+    let task = tokio::spawn(reconcile(Arc::new(standby(true, "b1")), ctx.clone()));
+    server
+        .expect(
+            Method::GET,
+            &format!("/apis/bulwark.io/v1beta1/namespaces/{NS}/backuptargets"),
+        )
+        .await
+        .respond(json_response(StatusCode::OK, targets.clone()));
+    let running = expect_status(&mut server, "dr").await;
+    assert_eq!(running["status"]["state"], "Restoring");
+    let mut done = expect_status(&mut server, "dr").await;
+    while done["status"]["state"] == "Restoring" {
+        done = expect_status(&mut server, "dr").await;
+    }
+    assert!(task.await.unwrap().is_ok());
+    assert_eq!(done["status"]["state"], "Ready");
+    assert_eq!(done["status"]["lastRestoredBackup"], "b2");
+    assert_eq!(done["status"]["isStandby"], true);
+    let ready = &done["status"]["conditions"][0];
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("standby volume"),
+        "{ready}"
+    );
+    let data = read_all(&ctx, "dr");
+    assert!(
+        data[MIB as usize..MIB as usize + second.len()] == second[..],
+        "the standby holds b2"
+    );
+    let restored = events(&published);
+    assert_eq!(restored.last().unwrap(), &(false, "Restored".to_owned()));
+    let note = published.lock().unwrap().last().unwrap().note.clone();
+    assert!(note.contains("incrementally: 1 blocks fetched"), "{note}");
+
+    // Activation: the store's newest is b2, already restored: no restore, just go live.
+    let task = tokio::spawn(reconcile(Arc::new(standby(false, "b2")), ctx.clone()));
+    server
+        .expect(
+            Method::GET,
+            &format!("/apis/bulwark.io/v1beta1/namespaces/{NS}/backuptargets"),
+        )
+        .await
+        .respond(json_response(StatusCode::OK, targets));
+    let active = expect_status(&mut server, "dr").await;
+    assert!(task.await.unwrap().is_ok());
+    assert_eq!(active["status"]["state"], "Ready");
+    assert_eq!(active["status"]["isStandby"], false);
+}
