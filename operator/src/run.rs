@@ -180,6 +180,11 @@ pub async fn agent(config: AgentConfig) -> anyhow::Result<()> {
         }
     };
     tracing::info!(node = %config.node_name, data_dir = %config.data_dir.display(), "agent started");
+    // NFS exports are mounted under the data dir, the one host path the DaemonSet gives.
+    let stores = Arc::new(Stores::new(backupstore::target::ConnectOptions {
+        nfs_mount_root: config.data_dir.join("nfs"),
+        ..Default::default()
+    }));
     let ctx = Arc::new(AgentContext {
         events: Events::new(
             client.clone(),
@@ -194,7 +199,7 @@ pub async fn agent(config: AgentConfig) -> anyhow::Result<()> {
         config: Arc::new(config),
         client,
         engine: Arc::new(engine),
-        stores: Arc::new(Stores::default()),
+        stores,
         metrics,
         frontend,
     });
