@@ -413,7 +413,13 @@ impl BackupAgent {
                     .backup_duration
                     .with_label_values(&[requested_kind, "error"])
                     .observe(started.elapsed().as_secs_f64());
-                self.forget(&name);
+                // Leave no InProgress behind: the controller's deletion waits for running
+                // backups, and this one will never finish.
+                let failure = Failure::new(
+                    "Deleted",
+                    "the Backup was deleted while it ran: the backup stopped, and its unfinished remote backup goes with the object",
+                );
+                self.fail(&claimed, Some(&plan), &failure).await?;
                 Ok(Action::await_change())
             }
             Err(DataError::Cancelled) => {

@@ -980,15 +980,28 @@ mod reconcile {
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         let second = echo_status(
             api.expect(Method::PATCH, &format!("{path}/status")).await,
-            deleting,
+            deleting.clone(),
         );
         assert!(second["progress"].as_i64().unwrap() > p1);
+        // No InProgress is left behind: the controller's deletion waits for running backups.
+        let stopped = echo_status(
+            api.expect(Method::PATCH, &format!("{path}/status")).await,
+            deleting,
+        );
+        assert_eq!(stopped["state"], "Error");
+        assert_eq!(stopped["conditions"][0]["reason"], "Deleted");
         task.await.unwrap().unwrap();
         assert!(matches!(
             store.inspect_backup("vol-a", "backup-1").await,
             Err(backupstore::Error::BackupNotFound { .. }
                 | backupstore::Error::VolumeNotFound { .. })
         ));
-        assert_eq!(published(&h), vec![("BackupStarted".into(), false)]);
+        assert_eq!(
+            published(&h),
+            vec![
+                ("BackupStarted".into(), false),
+                ("BackupFailed".into(), true)
+            ]
+        );
     }
 }
