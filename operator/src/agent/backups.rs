@@ -147,6 +147,22 @@ impl BackupAgent {
         let Some(backup) = backups.get_opt(name).await? else {
             return Ok(Action::await_change());
         };
+        // Deleted while it ran on this node, and nothing here runs it (the agent restarted):
+        // end it, or the controller's deletion would wait for it forever.
+        let orphaned = backup.metadata.deletion_timestamp.is_some()
+            && backup.status.as_ref().is_some_and(|s| {
+                s.state == Some(crd_types::backup::BackupState::InProgress)
+                    && s.owner_id.as_deref() == Some(ctx.node.as_str())
+            })
+            && self.local_state(name) != Local::Running;
+        if orphaned {
+            let failure = Failure::new(
+                "Deleted",
+                "the Backup was deleted while it ran and the agent restarted: it stopped, and its unfinished remote backup goes with the object",
+            );
+            self.fail(&backup, None, &failure).await?;
+            return Ok(Action::await_change());
+        }
         if let Some(why) = decide::settled(&backup, &ctx.node) {
             tracing::trace!(backup = name, why, "nothing to do");
             return Ok(Action::await_change());

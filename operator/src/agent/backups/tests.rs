@@ -859,6 +859,32 @@ mod reconcile {
     }
 
     #[tokio::test]
+    async fn a_backup_deleted_while_its_agent_was_down_is_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, mut api) = ApiServer::start();
+        let h = harness(client, dir.path());
+        let agent = h.agent.clone();
+        let task = tokio::spawn(async move { agent.reconcile("backup-1").await });
+        let mut object = backup_json(
+            "backup-1",
+            json!({"volume": "vol-a"}),
+            json!({"state": "InProgress", "ownerID": NODE}),
+            &["bulwark.io/remote-backup"],
+        );
+        object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let path = format!("{API}/backups/backup-1");
+        ok(api.expect(Method::GET, &path).await, object.clone());
+        let status = echo_status(
+            api.expect(Method::PATCH, &format!("{path}/status")).await,
+            object,
+        );
+        task.await.unwrap().unwrap();
+        assert_eq!(status["state"], "Error");
+        assert_eq!(status["conditions"][0]["reason"], "Deleted");
+        assert_eq!(published(&h), vec![("BackupFailed".into(), true)]);
+    }
+
+    #[tokio::test]
     async fn finished_and_foreign_backups_cost_one_read() {
         for status in [
             json!({"state": "Completed"}),
