@@ -142,6 +142,11 @@ impl Cluster {
             _s3: None,
         };
         if mode == Mode::Deployed {
+            // The installed operator's `default` target is the store the scenarios use.
+            let targets: Api<crd_types::BackupTarget> = cluster.api();
+            if let Ok(Some(target)) = targets.get_opt("default").await {
+                cluster.target_url = target.spec.backup_target_url;
+            }
             return cluster;
         }
         cluster.namespace = format!(
@@ -212,7 +217,8 @@ impl Cluster {
         cluster
     }
 
-    /// The URL of the local-mode backup target.
+    /// The URL of the scenarios' backup target (local mode: the harness's; deployed mode: the
+    /// installed operator's `default` target).
     pub fn target_url(&self) -> &str {
         &self.target_url
     }
@@ -316,6 +322,20 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.mode != Mode::Local {
+            // The operator's own namespace: delete what this scenario made, and the artifacts
+            // its recurring jobs made, and leave the rest alone.
+            let client = self.client.clone();
+            let namespace = self.namespace.clone();
+            let cleanup = std::thread::spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(delete_scenario_objects(client, namespace));
+            });
+            let _ = cleanup.join();
             return;
         }
         self.kill_controller();
@@ -358,6 +378,34 @@ where
                 .await;
         }
     }
+}
+
+async fn delete_labelled<K>(client: &kube::Client, namespace: &str, selector: &str)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let _ = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &kube::api::ListParams::default().labels(selector),
+        )
+        .await;
+}
+
+async fn delete_scenario_objects(client: kube::Client, namespace: String) {
+    let mine = format!("{}=true", crate::objects::E2E_LABEL);
+    delete_labelled::<crd_types::RecurringJob>(&client, &namespace, &mine).await;
+    // Artifacts of the scenarios' recurring jobs (the only jobs with that label).
+    delete_labelled::<crd_types::Snapshot>(&client, &namespace, "RecurringJob=every-minute").await;
+    delete_labelled::<crd_types::Backup>(&client, &namespace, &mine).await;
+    delete_labelled::<crd_types::Snapshot>(&client, &namespace, &mine).await;
+    delete_labelled::<crd_types::Volume>(&client, &namespace, &mine).await;
+    delete_labelled::<crd_types::BackingImage>(&client, &namespace, &mine).await;
+    delete_labelled::<crd_types::BackupTarget>(&client, &namespace, &mine).await;
 }
 
 async fn delete_namespace(client: kube::Client, namespace: String) {

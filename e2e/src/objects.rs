@@ -8,6 +8,10 @@ use crd_types::{Backup, BackupTarget, Snapshot, Volume};
 use kube::Api;
 use serde::de::DeserializeOwned;
 
+/// Label on every object a scenario creates: in deployed mode (the operator's own namespace)
+/// the harness deletes what carries it when the scenario ends.
+pub const E2E_LABEL: &str = "bulwark.io/e2e";
+
 fn parse<T: DeserializeOwned>(json: serde_json::Value) -> T {
     serde_json::from_value(json).expect("the scenario's object is valid")
 }
@@ -15,14 +19,14 @@ fn parse<T: DeserializeOwned>(json: serde_json::Value) -> T {
 pub fn volume(name: &str, size: &str) -> Volume {
     parse(serde_json::json!({
         "apiVersion": "bulwark.io/v1beta1", "kind": "Volume",
-        "metadata": {"name": name}, "spec": {"size": size}
+        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}}, "spec": {"size": size}
     }))
 }
 
 pub fn restored_volume(name: &str, size: &str, backup_url: &str, standby: bool) -> Volume {
     parse(serde_json::json!({
         "apiVersion": "bulwark.io/v1beta1", "kind": "Volume",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
         "spec": {"size": size, "fromBackup": backup_url, "standby": standby}
     }))
 }
@@ -30,21 +34,21 @@ pub fn restored_volume(name: &str, size: &str, backup_url: &str, standby: bool) 
 pub fn snapshot(name: &str, volume: &str) -> Snapshot {
     parse(serde_json::json!({
         "apiVersion": "bulwark.io/v1beta1", "kind": "Snapshot",
-        "metadata": {"name": name}, "spec": {"volume": volume}
+        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}}, "spec": {"volume": volume}
     }))
 }
 
 pub fn backup(name: &str, volume: &str, snapshot: Option<&str>) -> Backup {
     parse(serde_json::json!({
         "apiVersion": "bulwark.io/v1beta1", "kind": "Backup",
-        "metadata": {"name": name}, "spec": {"volume": volume, "snapshotName": snapshot}
+        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}}, "spec": {"volume": volume, "snapshotName": snapshot}
     }))
 }
 
 pub fn backup_target(name: &str, url: &str, secret: Option<&str>) -> BackupTarget {
     parse(serde_json::json!({
         "apiVersion": "bulwark.io/v1beta1", "kind": "BackupTarget",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
         "spec": {"backupTargetURL": url, "credentialSecret": secret, "pollInterval": "10s"}
     }))
 }

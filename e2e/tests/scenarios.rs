@@ -157,7 +157,7 @@ async fn recurring_jobs_snapshot_retain_and_skip_visibly() {
     let jobs: Api<RecurringJob> = cluster.api();
     let job: RecurringJob = serde_json::from_value(serde_json::json!({
         "apiVersion": "bulwark.io/v1beta1", "kind": "RecurringJob",
-        "metadata": {"name": "every-minute"},
+        "metadata": {"name": "every-minute", "labels": {objects::E2E_LABEL: "true"}},
         "spec": {"task": "snapshot", "cron": "* * * * *", "retain": 2, "concurrency": 1}
     }))
     .expect("a valid job");
@@ -222,14 +222,13 @@ async fn standby_volume_follows_incrementally_and_activates() {
     write(&primary, 0, "dr", 0, &pattern(4 << 20, 7));
     let first = backed_up(&primary, "backup-00000000000000d1", "dr", None).await;
     let url = first.status.and_then(|s| s.url).expect("url");
-    // The standby side reaches the same store through its own `default` target.
+    // The standby side reaches the same store through a target of its own (never replacing a
+    // `default` target that may be a real deployment's).
     let targets: Api<BackupTarget> = standby_side.api();
-    let _ = targets.delete("default", &DeleteParams::default()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     targets
         .create(
             &PostParams::default(),
-            &objects::backup_target("default", primary.target_url(), None),
+            &objects::backup_target("e2e-primary", primary.target_url(), None),
         )
         .await
         .expect("target on the standby side");
