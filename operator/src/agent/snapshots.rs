@@ -30,6 +30,7 @@ use super::AgentContext;
 use super::restore::{self, DataError, Markers, TEMPORARY_LABEL};
 use super::skip;
 use super::volumes::unchanged_json;
+use crate::controllers::backup_target::sync::is_object_name;
 use crate::metrics::ErrorCategory;
 use crate::{finalizers, status};
 
@@ -521,19 +522,6 @@ async fn write(api: &Api<Snapshot>, snapshot: &Snapshot, new: AgentStatus) -> Re
     }
     status::apply(api, &snapshot.name_any(), status::managers::AGENT, body).await?;
     Ok(())
-}
-
-/// Whether `name` can be a Kubernetes object name (a DNS subdomain).
-fn is_object_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 253
-        && b.first()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && b.last()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
 }
 
 /// The object describing engine snapshot `info` of `volume`, which nobody asked for.
