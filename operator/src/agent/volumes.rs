@@ -926,41 +926,21 @@ async fn restore_backup(
             format!("restoring {what} from {}", backup.target),
         )
         .await;
-    let latest: Arc<Mutex<Option<RestoreProgress>>> = Arc::default();
-    let seen = latest.clone();
-    let progress: RestoreProgressFn = Arc::new(move |p: &RestoreProgress| {
-        *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(*p);
-    });
-    let cancel = CancellationToken::new();
-    let restoring = restore::restore(
-        ctx.engine.clone(),
-        markers(ctx),
-        &store,
-        &backup,
-        &name,
-        size,
-        Some(progress),
-        cancel.clone(),
-    );
-    let report = |percent: i32| {
-        let body = serde_json::to_value(started(percent));
-        let name = name.clone();
-        async move {
-            // A lost progress write is not worth abandoning the restore for.
-            let applied = match body {
-                Ok(body) => status::apply(api, &name, status::managers::AGENT, body)
-                    .await
-                    .map(drop),
-                Err(e) => Err(kube::Error::SerdeError(e)),
-            };
-            if let Err(error) = applied {
-                tracing::warn!(%error, volume = %name, "cannot write restore progress");
-            }
-        }
-    };
-    let deleted = || deleting_in(cache, &name, &ctx.namespace);
-    let result = with_progress(restoring, &latest, PROGRESS_EVERY, report, deleted, &cancel).await;
-    if cancel.is_cancelled() {
+    let (result, cancelled) =
+        restore_reporting(volume, ctx, api, cache, &started, |progress, cancel| {
+            restore::restore(
+                ctx.engine.clone(),
+                markers(ctx),
+                &store,
+                &backup,
+                &name,
+                size,
+                Some(progress),
+                cancel,
+            )
+        })
+        .await;
+    if cancelled {
         // The half-written data is gone; the deletion's reconcile (queued) finishes the job.
         ctx.events
             .normal(
@@ -1120,42 +1100,23 @@ async fn follow(
     };
     let _permit = ctx.operations.acquire().await;
     write(api, volume, running(0)).await?;
-    let latest: Arc<Mutex<Option<RestoreProgress>>> = Arc::default();
-    let seen = latest.clone();
-    let progress: RestoreProgressFn = Arc::new(move |p: &RestoreProgress| {
-        *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(*p);
-    });
-    let cancel = CancellationToken::new();
     let data_name = volume.name_any();
-    let work = restore::follow(
-        ctx.engine.clone(),
-        &store,
-        &backup.volume,
-        &from,
-        &to,
-        &data_name,
-        Some(progress),
-        cancel.clone(),
-    );
-    let report = |percent: i32| {
-        let body = serde_json::to_value(running(percent));
-        let name = volume.name_any();
-        async move {
-            let applied = match body {
-                Ok(body) => status::apply(api, &name, status::managers::AGENT, body)
-                    .await
-                    .map(drop),
-                Err(e) => Err(kube::Error::SerdeError(e)),
-            };
-            if let Err(error) = applied {
-                tracing::warn!(%error, volume = %name, "cannot write restore progress");
-            }
-        }
-    };
-    let deleted = || deleting_in(cache, &volume.name_any(), &ctx.namespace);
-    let result = with_progress(work, &latest, PROGRESS_EVERY, report, deleted, &cancel).await;
+    let (result, cancelled) =
+        restore_reporting(volume, ctx, api, cache, &running, |progress, cancel| {
+            restore::follow(
+                ctx.engine.clone(),
+                &store,
+                &backup.volume,
+                &from,
+                &to,
+                &data_name,
+                Some(progress),
+                cancel,
+            )
+        })
+        .await;
     ctx.metrics.store_request("restore", &result);
-    if cancel.is_cancelled() {
+    if cancelled {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     match result {
@@ -1197,6 +1158,51 @@ async fn follow(
             .await
         }
     }
+}
+
+/// Run the restore `start` builds (given its progress callback and cancel token) while the
+/// status `status_at(percent)` is written at most every [`PROGRESS_EVERY`], and cancel it once
+/// the controller's cache says the volume is being deleted. Returns the result and whether it
+/// was cancelled.
+async fn restore_reporting<T, F, Fut>(
+    volume: &Volume,
+    ctx: &AgentContext,
+    api: &Api<Volume>,
+    cache: Option<&Store<Volume>>,
+    status_at: &impl Fn(i32) -> AgentStatus,
+    start: F,
+) -> (T, bool)
+where
+    F: FnOnce(RestoreProgressFn, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let name = volume.name_any();
+    let latest: Arc<Mutex<Option<RestoreProgress>>> = Arc::default();
+    let seen = latest.clone();
+    let progress: RestoreProgressFn = Arc::new(move |p: &RestoreProgress| {
+        *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(*p);
+    });
+    let cancel = CancellationToken::new();
+    let work = start(progress, cancel.clone());
+    let report = |percent: i32| {
+        let body = serde_json::to_value(status_at(percent));
+        let name = name.clone();
+        async move {
+            // A lost progress write is not worth abandoning the restore for.
+            let applied = match body {
+                Ok(body) => status::apply(api, &name, status::managers::AGENT, body)
+                    .await
+                    .map(drop),
+                Err(e) => Err(kube::Error::SerdeError(e)),
+            };
+            if let Err(error) = applied {
+                tracing::warn!(%error, volume = %name, "cannot write restore progress");
+            }
+        }
+    };
+    let deleted = || deleting_in(cache, &name, &ctx.namespace);
+    let result = with_progress(work, &latest, PROGRESS_EVERY, report, deleted, &cancel).await;
+    (result, cancel.is_cancelled())
 }
 
 /// Drive `work` to its end; every `every`, hand the percent done (from `latest`) to `report`
