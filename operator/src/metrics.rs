@@ -52,6 +52,8 @@ pub struct Metrics {
     pub volume_last_backup: IntGaugeVec,
     /// `{volume, snapshot}`.
     pub snapshot_size: IntGaugeVec,
+    /// `{image}`: Pending=1 Starting=2 InProgress=3 Ready=4 Failed=5 Unknown=6.
+    pub backing_image_state: IntGaugeVec,
     /// `{volume, backup}`: Pending=1 InProgress=2 Completed=3 Error=4 Unknown=5.
     pub backup_state: IntGaugeVec,
     /// `{volume, backup}`.
@@ -82,6 +84,19 @@ pub struct Metrics {
     pub recurring_job_schedule_lag: Histogram,
     /// `{job, reason}`: volumes a run skipped (Unchanged, BelowThreshold, Standby, Restoring, Detached).
     pub recurring_job_volumes_skipped: IntCounterVec,
+}
+
+/// The `bulwark_backing_image_state` value of `state`.
+pub fn backing_image_state_value(state: crd_types::backing_image::BackingImageState) -> i64 {
+    use crd_types::backing_image::BackingImageState::*;
+    match state {
+        Pending => 1,
+        Starting => 2,
+        InProgress => 3,
+        Ready => 4,
+        Failed => 5,
+        Unknown => 6,
+    }
 }
 
 /// Series families refreshed wholesale from the caches (see `controllers::object_metrics`).
@@ -155,6 +170,11 @@ impl Metrics {
             "snapshot_size_bytes",
             "Bytes the snapshot's layer allocates.",
             &["volume", "snapshot"],
+        )?;
+        let backing_image_state = gauge(
+            "backing_image_state",
+            "Backing image state: Pending=1 Starting=2 InProgress=3 Ready=4 Failed=5 Unknown=6.",
+            &["image"],
         )?;
         let backup_state = gauge(
             "backup_state",
@@ -269,6 +289,7 @@ impl Metrics {
             volume_state,
             volume_last_backup,
             snapshot_size,
+            backing_image_state,
             backup_state,
             backup_size,
             backup_uploaded,

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crd_types::{Backup, Snapshot, Volume};
+use crd_types::{BackingImage, Backup, Snapshot, Volume};
 use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::metrics::{Metrics, volume_state_value};
+use crate::metrics::{Metrics, backing_image_state_value, volume_state_value};
 
 /// How often the series are rebuilt; Prometheus usually scrapes every 15–60 s.
 const REFRESH: Duration = Duration::from_secs(10);
@@ -40,7 +40,15 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             .into_iter()
             .filter(|v| in_ns(v.namespace()))
             .collect();
+        let images: Vec<_> = ctx
+            .caches
+            .backing_images
+            .state()
+            .into_iter()
+            .filter(|v| in_ns(v.namespace()))
+            .collect();
         refresh(&ctx.metrics, &volumes, &snapshots, &backups);
+        refresh_images(&ctx.metrics, &images);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(REFRESH) => {}
@@ -122,6 +130,19 @@ pub fn refresh(
                 .backup_uploaded
                 .with_label_values(&labels)
                 .set(uploaded);
+        }
+    }
+}
+
+/// Replace the backing-image series with what these images say.
+pub fn refresh_images(metrics: &Metrics, images: &[Arc<BackingImage>]) {
+    metrics.backing_image_state.reset();
+    for image in images {
+        if let Some(state) = image.status.as_ref().and_then(|s| s.state) {
+            metrics
+                .backing_image_state
+                .with_label_values(&[image.name_any().as_str()])
+                .set(backing_image_state_value(state));
         }
     }
 }
