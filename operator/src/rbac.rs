@@ -136,6 +136,35 @@ pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
     },
 ];
 
+/// `bulwark run --install-crds` only (the shipped Deployment does not use it: `kubectl apply -k
+/// deploy/` installs the CRDs): server-side apply of our CRDs. Shipped as the ClusterRole
+/// `bulwark-crd-installer`, bound to nobody; bind it to the controller's account to use the flag.
+pub const CRD_INSTALLER_RULES: &[Rule] = &[
+    Rule {
+        group: "apiextensions.k8s.io",
+        resources: &["customresourcedefinitions"],
+        // `create` cannot be narrowed to names: applying a missing CRD creates it.
+        verbs: &["create"],
+        names: &[],
+    },
+    Rule {
+        group: "apiextensions.k8s.io",
+        resources: &["customresourcedefinitions"],
+        verbs: &["get", "patch"],
+        names: CRD_NAMES,
+    },
+];
+
+const CRD_NAMES: &[&str] = &[
+    "volumes.bulwark.io",
+    "snapshots.bulwark.io",
+    "backups.bulwark.io",
+    "backupvolumes.bulwark.io",
+    "backuptargets.bulwark.io",
+    "backingimages.bulwark.io",
+    "recurringjobs.bulwark.io",
+];
+
 /// The agent on every node, in the operator's namespace.
 pub const AGENT_RULES: &[Rule] = &[
     // Volume data lifecycle: the finalizer is removed once the data is gone.
@@ -279,6 +308,14 @@ pub fn to_yaml() -> anyhow::Result<String> {
     )?;
     push(
         &mut out,
+        &ClusterRole {
+            metadata: meta("bulwark-crd-installer", None),
+            rules: Some(policy(CRD_INSTALLER_RULES)),
+            aggregation_rule: None,
+        },
+    )?;
+    push(
+        &mut out,
         &Role {
             metadata: meta(AGENT, ns),
             rules: Some(policy(AGENT_RULES)),
@@ -331,5 +368,129 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+/// The request a component makes, as RBAC sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub group: String,
+    /// `resource` or `resource/subresource`.
+    pub resource: String,
+    pub verb: &'static str,
+    pub name: Option<String>,
+}
+
+/// What RBAC checks for an API request (`method`, URL `path` and `query`), or None for a path
+/// that is not a resource (e.g. `/version`).
+pub fn access(method: &str, path: &str, query: &str) -> Option<Access> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => (String::new(), rest),
+        ["apis", group, _version, rest @ ..] => ((*group).to_owned(), rest),
+        _ => return None,
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest,
+        rest => rest,
+    };
+    let (resource, name, sub) = match rest {
+        [resource] => (*resource, None, None),
+        [resource, name] => (*resource, Some(*name), None),
+        [resource, name, sub] => (*resource, Some(*name), Some(*sub)),
+        _ => return None,
+    };
+    let watch = query
+        .split('&')
+        .any(|p| p == "watch=true" || p == "watch=1");
+    let verb = match (method, name) {
+        ("GET", Some(_)) => "get",
+        ("GET", None) if watch => "watch",
+        ("GET", None) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", Some(_)) => "delete",
+        ("DELETE", None) => "deletecollection",
+        _ => return None,
+    };
+    Some(Access {
+        group,
+        resource: match sub {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_owned(),
+        },
+        verb,
+        name: name.map(str::to_owned),
+    })
+}
+
+/// Whether one of `rules` grants `access`.
+pub fn allows(rules: &[Rule], access: &Access) -> bool {
+    rules.iter().any(|r| {
+        r.group == access.group
+            && r.resources.contains(&access.resource.as_str())
+            && r.verbs.contains(&access.verb)
+            && (r.names.is_empty() || access.name.as_deref().is_some_and(|n| r.names.contains(&n)))
+    })
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+
+    #[test]
+    fn requests_map_to_rbac_verbs_and_resources() {
+        let a = |m, p, q| access(m, p, q).expect("a resource request");
+        let status = a(
+            "PATCH",
+            "/apis/bulwark.io/v1beta1/namespaces/ns/volumes/v1/status",
+            "fieldManager=x",
+        );
+        assert_eq!(
+            (status.group.as_str(), status.resource.as_str(), status.verb),
+            ("bulwark.io", "volumes/status", "patch")
+        );
+        assert_eq!(a("GET", "/api/v1/namespaces/ns/secrets/s", "").verb, "get");
+        assert_eq!(
+            a(
+                "GET",
+                "/apis/coordination.k8s.io/v1/namespaces/ns/leases",
+                "labelSelector=x"
+            )
+            .verb,
+            "list"
+        );
+        assert_eq!(
+            a(
+                "GET",
+                "/apis/bulwark.io/v1beta1/namespaces/ns/volumes",
+                "watch=true&timeoutSeconds=290"
+            )
+            .verb,
+            "watch"
+        );
+        let crd = a(
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/volumes.bulwark.io",
+            "",
+        );
+        assert!(allows(CONTROLLER_CLUSTER_RULES, &crd));
+        let other_crd = a(
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/foo.example.com",
+            "",
+        );
+        assert!(
+            !allows(CONTROLLER_CLUSTER_RULES, &other_crd),
+            "narrowed to our CRDs"
+        );
+        let delete_volume = a(
+            "DELETE",
+            "/apis/bulwark.io/v1beta1/namespaces/ns/volumes/v1",
+            "",
+        );
+        assert!(!allows(AGENT_RULES, &delete_volume));
+        assert_eq!(access("GET", "/version", ""), None);
     }
 }

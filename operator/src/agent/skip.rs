@@ -82,6 +82,18 @@ mod tests {
         assert_eq!(decide(Task::Backup, 0, false, 0), None);
     }
 
+    /// `controllers::testing` checks each mocked request against the RBAC of the component
+    /// whose test made it, known from the test thread's name.
+    #[test]
+    fn agent_tests_run_on_threads_named_after_them() {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or_default();
+        assert!(
+            name.starts_with("agent::") || !name.contains("::"),
+            "{name}"
+        );
+    }
+
     #[test]
     fn thresholds_and_messages() {
         let mut annotations = std::collections::BTreeMap::new();

@@ -63,6 +63,7 @@ impl ApiServer {
             (&method, path),
             "unexpected request"
         );
+        check_rbac(&recorded);
         recorded
     }
 }
@@ -122,4 +123,49 @@ pub fn context() -> (
         stores: std::sync::Arc::new(crate::stores::Stores::default()),
     };
     (ctx, server, published)
+}
+
+/// Every request a test sees must be one the RBAC of `deploy/rbac.yaml` grants: the agent's rules
+/// for tests of `agent::…`, the controller's for the rest (tests run on a thread named after
+/// them, and the mock answers on that thread). So a new API call without its RBAC row fails here,
+/// not in a cluster.
+fn check_rbac(recorded: &Recorded) {
+    use crate::rbac::{
+        AGENT_RULES, CONTROLLER_CLUSTER_RULES, CONTROLLER_RULES, CRD_INSTALLER_RULES, access,
+        allows,
+    };
+    let Some(access) = access(recorded.method.as_str(), &recorded.path, &recorded.query) else {
+        return;
+    };
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or_default();
+    let (component, granted) = if !test.contains("::") {
+        // Not on a thread named after its test (e.g. `--test-threads=1` on some libtest
+        // versions): any component's grant will do.
+        (
+            "operator",
+            [
+                AGENT_RULES,
+                CONTROLLER_RULES,
+                CONTROLLER_CLUSTER_RULES,
+                CRD_INSTALLER_RULES,
+            ]
+            .iter()
+            .any(|rules| allows(rules, &access)),
+        )
+    } else if test.starts_with("agent::") {
+        ("agent", allows(AGENT_RULES, &access))
+    } else if test.starts_with("crds::") {
+        ("CRD installer", allows(CRD_INSTALLER_RULES, &access))
+    } else {
+        (
+            "controller",
+            allows(CONTROLLER_RULES, &access) || allows(CONTROLLER_CLUSTER_RULES, &access),
+        )
+    };
+    assert!(
+        granted,
+        "the {component} made {} {} ({access:?}), which operator/src/rbac.rs does not grant it: add the row and regenerate deploy/rbac.yaml",
+        recorded.method, recorded.path
+    );
 }
