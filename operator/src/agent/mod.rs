@@ -70,3 +70,41 @@ async fn announce(ctx: Arc<AgentContext>, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::testing::ApiServer;
+
+    /// The wiring `bulwark agent` starts: every part comes up against an API server with no
+    /// objects, announces the node, asks only for what the RBAC grants the agent, and stops when
+    /// told to.
+    #[tokio::test]
+    async fn every_part_starts_within_its_rbac_announces_the_node_and_stops() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, server) = ApiServer::start();
+        let (ctx, _events) = volumes::tests::context(client, dir.path());
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(run(ctx, stop.clone()));
+        let seen = server.serve_empty(std::time::Duration::from_secs(3)).await;
+        stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(30), running)
+            .await
+            .expect("every part stops when told to")
+            .expect("no part panicked");
+        let namespaced = "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/";
+        for kind in ["volumes", "snapshots", "backups", "backingimages"] {
+            assert!(
+                seen.iter()
+                    .any(|r| r.starts_with(&format!("GET {namespaced}{kind}?"))),
+                "nothing listed or watched {kind}: {seen:#?}"
+            );
+        }
+        assert!(
+            seen.iter().any(|r| r.starts_with(
+                "PATCH /apis/coordination.k8s.io/v1/namespaces/bulwark-system/leases/bulwark-agent-"
+            )),
+            "the node was not announced: {seen:#?}"
+        );
+    }
+}

@@ -84,3 +84,48 @@ async fn ensure_default_target(ctx: Arc<Context>, stop: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wiring `bulwark run` starts while leading: every controller comes up against an API
+    /// server with no objects, asks only for what the RBAC grants the controller, and stops
+    /// when told to.
+    #[tokio::test]
+    async fn every_controller_starts_within_its_rbac_and_stops() {
+        let (ctx, server, _events) = testing::context();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(run(Arc::new(ctx), stop.clone()));
+        let seen = server.serve_empty(Duration::from_secs(3)).await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), running)
+            .await
+            .expect("every controller stops when told to")
+            .expect("no controller panicked");
+        let namespaced = "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/";
+        for kind in [
+            "volumes",
+            "backuptargets",
+            "backups",
+            "backingimages",
+            "recurringjobs",
+        ] {
+            assert!(
+                seen.iter()
+                    .any(|r| r.starts_with(&format!("GET {namespaced}{kind}?"))),
+                "nothing listed or watched {kind}: {seen:#?}"
+            );
+        }
+        assert!(
+            seen.iter().any(|r| r.starts_with(
+                "POST /apis/bulwark.io/v1beta1/namespaces/bulwark-system/backuptargets?"
+            )),
+            "the default target was not created: {seen:#?}"
+        );
+        assert!(
+            seen.iter().any(|r| r.contains("/volumesnapshotcontents?")),
+            "VolumeSnapshotContents were not looked for: {seen:#?}"
+        );
+    }
+}

@@ -31,6 +31,65 @@ impl Recorded {
 }
 
 impl ApiServer {
+    /// Answer every request like an API server that holds no objects, until `quiet` passes
+    /// without a request or `deadline` passes: lists are empty, watches end at once, reads of
+    /// one object are 404, creates and applies echo the body. Every request must be granted by
+    /// the RBAC of the component whose test runs (see [`check_rbac`]). Returns what was asked,
+    /// as `METHOD path?query`.
+    pub async fn serve_empty(mut self, deadline: std::time::Duration) -> Vec<String> {
+        let mut seen = Vec::new();
+        let until = tokio::time::Instant::now() + deadline;
+        while let Ok(Some((request, send))) =
+            tokio::time::timeout_at(until, self.handle.next_request()).await
+        {
+            let (parts, body) = request.into_parts();
+            let body = body
+                .collect_bytes()
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            let recorded = Recorded {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().unwrap_or_default().to_owned(),
+                content_type: None,
+                body,
+                send,
+            };
+            check_rbac(&recorded);
+            seen.push(format!(
+                "{} {}?{}",
+                recorded.method, recorded.path, recorded.query
+            ));
+            let access =
+                crate::rbac::access(recorded.method.as_str(), &recorded.path, &recorded.query);
+            let response = match access.as_ref().map(|a| (a.verb, a.resource.clone())) {
+                Some(("list", resource)) => json_response(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "apiVersion": "v1", "kind": "List",
+                        "metadata": {"resourceVersion": "1"}, "items": [],
+                        "_resource": resource,
+                    }),
+                ),
+                Some(("watch", _)) => Response::builder()
+                    .status(StatusCode::OK)
+                    .body(Body::empty())
+                    .expect("valid response"),
+                Some(("create" | "patch", _)) => {
+                    let mut object = recorded.json();
+                    if object.get("metadata").is_none() {
+                        object["metadata"] = serde_json::json!({});
+                    }
+                    json_response(StatusCode::OK, object)
+                }
+                _ => not_found(),
+            };
+            recorded.respond(response);
+        }
+        seen
+    }
+
     /// A client talking to a new mock server (default namespace `default`).
     pub fn start() -> (kube::Client, ApiServer) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
