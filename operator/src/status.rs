@@ -36,14 +36,31 @@ pub fn condition(
     message: impl Into<String>,
     observed_generation: Option<i64>,
 ) -> Condition {
+    condition_at(
+        existing,
+        type_,
+        ok,
+        reason,
+        message,
+        observed_generation,
+        jiff::Timestamp::now(),
+    )
+}
+
+/// [`condition`] with the clock's reading passed in (the scheduler's clock is injectable).
+pub fn condition_at(
+    existing: Option<&[Condition]>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> Condition {
     let status = if ok { "True" } else { "False" };
-    let previous = existing
-        .unwrap_or_default()
-        .iter()
-        .find(|c| c.type_ == type_);
-    let last_transition_time = match previous {
+    let last_transition_time = match find(existing, type_) {
         Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => Time(jiff::Timestamp::now()),
+        _ => Time(now),
     };
     Condition {
         type_: type_.to_owned(),

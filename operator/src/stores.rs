@@ -114,6 +114,22 @@ pub fn target_url(target: &BackupTarget) -> Result<TargetUrl, OpenError> {
     })
 }
 
+/// Among `targets`, the one whose URL is `url` (spec.backupTargetName's first).
+pub fn pick_target<'a>(
+    targets: &'a [BackupTarget],
+    url: &TargetUrl,
+    preferred: &str,
+) -> Option<&'a BackupTarget> {
+    let matches = |t: &&BackupTarget| {
+        TargetUrl::parse(&t.spec.backup_target_url).is_ok_and(|u| u.as_str() == url.as_str())
+    };
+    targets
+        .iter()
+        .filter(matches)
+        .find(|t| t.name_any() == preferred)
+        .or_else(|| targets.iter().find(matches))
+}
+
 /// The open handles, by target name.
 pub struct Stores {
     clients: Clients,

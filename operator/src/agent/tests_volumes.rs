@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use backupstore::target::TargetUrl;
 use backupstore::{BackupOptions, Store};
 
 use http::{Method, StatusCode};

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backupstore::restore::{RestoreProgress, RestoreProgressFn};
-use backupstore::target::{BackupUrl, TargetUrl};
+use backupstore::target::BackupUrl;
 use crd_types::common::{Condition, Time};
 use crd_types::volume::{VolumeState, VolumeStatus};
 use crd_types::{BackupTarget, Volume};
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::AgentContext;
 use super::restore::{self, DataError, Markers};
 use crate::metrics::ErrorCategory;
+use crate::stores::pick_target;
 use crate::{finalizers, status};
 
 /// Name in reconcile metrics.
@@ -238,22 +239,6 @@ pub fn decide(volume: &Volume, node: &str, local: &Local) -> Plan {
             message,
         },
     }
-}
-
-/// Among `targets`, the one whose URL is `url` (spec.backupTargetName's first).
-pub fn pick_target<'a>(
-    targets: &'a [BackupTarget],
-    url: &TargetUrl,
-    preferred: &str,
-) -> Option<&'a BackupTarget> {
-    let matches = |t: &&BackupTarget| {
-        TargetUrl::parse(&t.spec.backup_target_url).is_ok_and(|u| u.as_str() == url.as_str())
-    };
-    targets
-        .iter()
-        .filter(matches)
-        .find(|t| t.name_any() == preferred)
-        .or_else(|| targets.iter().find(matches))
 }
 
 /// A condition's content before it gets its time and generation.
@@ -905,20 +890,7 @@ async fn restore_backup(
     // Recorded before the first byte is written: after a crash the status and the incomplete
     // marker both say the restore must be redone.
     let what = format!("backup {} of volume {}", backup.backup, backup.volume);
-    let started = |progress: i32| {
-        let update = Update {
-            restore: Some(Cond::new(
-                true,
-                "RestoreInProgress",
-                format!("restoring {what}"),
-            )),
-            restore_progress: Some(progress),
-            ..Update::default()
-        };
-        let ready = Cond::new(false, "Restoring", format!("restoring {what}"));
-        agent_status(volume, VolumeState::Restoring, ready, update)
-    };
-    write(api, volume, started(0)).await?;
+    write(api, volume, restoring_status(volume, &what, 0)).await?;
     ctx.events
         .normal(
             volume,
@@ -927,7 +899,7 @@ async fn restore_backup(
         )
         .await;
     let (result, cancelled) =
-        restore_reporting(volume, ctx, api, cache, &started, |progress, cancel| {
+        restore_reporting(volume, ctx, api, cache, &what, |progress, cancel| {
             restore::restore(
                 ctx.engine.clone(),
                 markers(ctx),
@@ -1085,24 +1057,11 @@ async fn follow(
         return serve(volume, ctx, api, None, Update::default()).await;
     }
     let what = format!("backup {to} of volume {} (from {from})", backup.volume);
-    let running = |progress: i32| {
-        let update = Update {
-            restore: Some(Cond::new(
-                true,
-                "RestoreInProgress",
-                format!("restoring {what}"),
-            )),
-            restore_progress: Some(progress),
-            ..Update::default()
-        };
-        let ready = Cond::new(false, "Restoring", format!("restoring {what}"));
-        agent_status(volume, VolumeState::Restoring, ready, update)
-    };
     let _permit = ctx.operations.acquire().await;
-    write(api, volume, running(0)).await?;
+    write(api, volume, restoring_status(volume, &what, 0)).await?;
     let data_name = volume.name_any();
     let (result, cancelled) =
-        restore_reporting(volume, ctx, api, cache, &running, |progress, cancel| {
+        restore_reporting(volume, ctx, api, cache, &what, |progress, cancel| {
             restore::follow(
                 ctx.engine.clone(),
                 &store,
@@ -1160,8 +1119,23 @@ async fn follow(
     }
 }
 
+/// The status of a volume while `what` is being restored into it, `progress` percent done.
+fn restoring_status(volume: &Volume, what: &str, progress: i32) -> AgentStatus {
+    let update = Update {
+        restore: Some(Cond::new(
+            true,
+            "RestoreInProgress",
+            format!("restoring {what}"),
+        )),
+        restore_progress: Some(progress),
+        ..Update::default()
+    };
+    let ready = Cond::new(false, "Restoring", format!("restoring {what}"));
+    agent_status(volume, VolumeState::Restoring, ready, update)
+}
+
 /// Run the restore `start` builds (given its progress callback and cancel token) while the
-/// status `status_at(percent)` is written at most every [`PROGRESS_EVERY`], and cancel it once
+/// restoring status of `what` is written at most every [`PROGRESS_EVERY`], and cancel it once
 /// the controller's cache says the volume is being deleted. Returns the result and whether it
 /// was cancelled.
 async fn restore_reporting<T, F, Fut>(
@@ -1169,7 +1143,7 @@ async fn restore_reporting<T, F, Fut>(
     ctx: &AgentContext,
     api: &Api<Volume>,
     cache: Option<&Store<Volume>>,
-    status_at: &impl Fn(i32) -> AgentStatus,
+    what: &str,
     start: F,
 ) -> (T, bool)
 where
@@ -1185,7 +1159,7 @@ where
     let cancel = CancellationToken::new();
     let work = start(progress, cancel.clone());
     let report = |percent: i32| {
-        let body = serde_json::to_value(status_at(percent));
+        let body = serde_json::to_value(restoring_status(volume, what, percent));
         let name = name.clone();
         async move {
             // A lost progress write is not worth abandoning the restore for.

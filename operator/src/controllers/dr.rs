@@ -16,9 +16,9 @@ use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::agent::volumes::pick_target;
 use crate::metrics::ErrorCategory;
 use crate::status;
+use crate::stores::pick_target;
 
 const CONTROLLER: &str = "dr";
 
@@ -96,13 +96,12 @@ pub fn is_followed(volume: &Volume) -> bool {
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let mut stamps: HashMap<String, String> = HashMap::new();
     loop {
-        let namespace = ctx.config.common.namespace.clone();
+        // The caches hold only the operator's namespace.
         let targets: Vec<BackupTarget> = ctx
             .caches
             .backup_targets
             .state()
             .iter()
-            .filter(|t| t.namespace().as_deref() == Some(namespace.as_str()))
             .map(|t| (**t).clone())
             .collect();
         let followed: Vec<Arc<Volume>> = ctx
@@ -110,7 +109,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             .volumes
             .state()
             .into_iter()
-            .filter(|v| v.namespace().as_deref() == Some(namespace.as_str()) && is_followed(v))
+            .filter(|v| is_followed(v))
             .collect();
         stamps.retain(|name, _| {
             let still = followed.iter().any(|v| v.name_any() == *name);

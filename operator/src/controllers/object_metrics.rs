@@ -17,36 +17,10 @@ const REFRESH: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     loop {
-        let namespace = ctx.config.common.namespace.as_str();
-        let in_ns = |ns: Option<String>| ns.as_deref() == Some(namespace);
-        let volumes: Vec<_> = ctx
-            .caches
-            .volumes
-            .state()
-            .into_iter()
-            .filter(|v| in_ns(v.namespace()))
-            .collect();
-        let snapshots: Vec<_> = ctx
-            .caches
-            .snapshots
-            .state()
-            .into_iter()
-            .filter(|v| in_ns(v.namespace()))
-            .collect();
-        let backups: Vec<_> = ctx
-            .caches
-            .backups
-            .state()
-            .into_iter()
-            .filter(|v| in_ns(v.namespace()))
-            .collect();
-        let images: Vec<_> = ctx
-            .caches
-            .backing_images
-            .state()
-            .into_iter()
-            .filter(|v| in_ns(v.namespace()))
-            .collect();
+        // The caches hold only the operator's namespace.
+        let caches = &ctx.caches;
+        let (volumes, snapshots) = (caches.volumes.state(), caches.snapshots.state());
+        let (backups, images) = (caches.backups.state(), caches.backing_images.state());
         refresh(&ctx.metrics, &volumes, &snapshots, &backups);
         refresh_images(&ctx.metrics, &images);
         tokio::select! {

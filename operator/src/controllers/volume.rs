@@ -11,6 +11,7 @@ use crd_types::{Validate, Volume};
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -68,12 +69,12 @@ async fn on_demand_image(
     ctx: &Context,
     namespace: &str,
 ) -> Result<Option<String>, Error> {
-    let Some(Ok(handle_codec::SnapshotHandle::BackingImage(image))) =
-        volume.spec.data_source.as_deref().map(handle_codec::decode)
-    else {
+    let Some(Ok(handle)) = volume.spec.data_source.as_deref().map(handle_codec::decode) else {
         return Ok(None);
     };
-    let handle = handle_codec::SnapshotHandle::BackingImage(image.clone());
+    let handle_codec::SnapshotHandle::BackingImage(image) = &handle else {
+        return Ok(None);
+    };
     let objects = super::snapshot_content::CachedObjects {
         caches: &ctx.caches,
         namespace,
@@ -115,6 +116,7 @@ pub fn image_pin(
         });
     };
     if image.spec.source_type == crd_types::backing_image::BackingImageSourceType::Download {
+        // Copied to whichever node needs them.
         return Ok(None);
     }
     match super::backing_image::required_node(image) {
@@ -285,11 +287,9 @@ pub async fn reconcile(volume: &Volume, ctx: &Context) -> Result<Action, Error> 
     let mut volumes_per_node = BTreeMap::<String, usize>::new();
     let mut source_owner = None;
     let source = volume.spec.data_source.as_deref().and_then(source_volume);
+    // The caches hold only the operator's namespace.
     for other in ctx.caches.volumes.state() {
         let other_owner = other.status.as_ref().and_then(|s| s.owner_id.clone());
-        if other.namespace().as_deref() != Some(namespace.as_str()) {
-            continue;
-        }
         if Some(other.name_any().as_str()) == source {
             source_owner = other_owner.clone();
         }
@@ -304,9 +304,10 @@ pub async fn reconcile(volume: &Volume, ctx: &Context) -> Result<Action, Error> 
     let pinned = match image_name.as_deref() {
         None => Ok(None),
         Some(image_name) => {
-            let image = ctx.caches.backing_images.state().into_iter().find(|i| {
-                i.namespace().as_deref() == Some(namespace.as_str()) && i.name_any() == image_name
-            });
+            let image = ctx
+                .caches
+                .backing_images
+                .get(&ObjectRef::new(image_name).within(namespace));
             image_pin(image_name, image.as_deref(), &live)
         }
     };

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crd_types::RecurringJob;
-use crd_types::common::{Condition, Time};
+use crd_types::common::Condition;
 use crd_types::recurring_job::{RecurringJobStatus, RecurringTask, RunResult, RunVolumeCounts};
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
@@ -109,20 +109,16 @@ pub fn set_condition(
     now: Timestamp,
 ) {
     let list = conditions.get_or_insert_with(Vec::new);
-    let status = if ok { "True" } else { "False" };
-    let position = list.iter().position(|c| c.type_ == type_);
-    let last_transition_time = match position.map(|i| &list[i]) {
-        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
-        _ => Time(now),
-    };
-    let condition = Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.into(),
-        last_transition_time,
+    let condition = crate::status::condition_at(
+        Some(list),
+        type_,
+        ok,
+        reason,
+        message,
         observed_generation,
-    };
+        now,
+    );
+    let position = list.iter().position(|c| c.type_ == type_);
     match position {
         Some(i) => list[i] = condition,
         None => list.push(condition),
@@ -208,7 +204,7 @@ mod tests {
         }))
         .unwrap();
         job.status = Some(RecurringJobStatus {
-            next_run_at: Some(Time(next.parse().unwrap())),
+            next_run_at: Some(crd_types::common::Time(next.parse().unwrap())),
             observed_generation: observed,
             ..Default::default()
         });
