@@ -14,11 +14,11 @@ RUN cargo chef cook --release --recipe-path recipe.json -p operator
 COPY . .
 RUN cargo build --release --locked -p operator --bin bulwark
 
-# The agent needs fusermount3, qemu-img and mkfs tools; the controller runs as non-root from the
+# The agent needs fusermount3, qemu-img and mkfs tools, and both need libssl3 (block hashing); the controller runs as non-root from the
 # same image (the Deployment sets runAsNonRoot), the agent with the privileges its DaemonSet grants.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends fuse3 qemu-utils e2fsprogs util-linux ca-certificates \
+ && apt-get install -y --no-install-recommends fuse3 qemu-utils e2fsprogs util-linux ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /src/target/release/bulwark /usr/local/bin/bulwark
 # glibc keeps per-thread arenas of freed 2 MiB block buffers; two arenas bound the resident

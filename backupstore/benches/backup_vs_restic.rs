@@ -6,7 +6,9 @@
 //! restore, incremental restore (restic 0.14 has none: its figure is a second full restore);
 //! bytes read versus bytes changed; wall time, CPU time and peak RSS of each tool as a child
 //! process (GNU `/usr/bin/time -f "%M %U %S"`). On a shared machine the CPU seconds are the
-//! figure other load does not distort.
+//! figure other load does not distort. Full backup and full restore run `BULWARK_BENCH_RUNS`
+//! rounds (default 5) and report medians; every step starts with the page cache dropped (when
+//! run as root), so both tools read from the device.
 //!
 //! Run: `cargo bench -p backupstore --bench backup_vs_restic`
 //! Quick check: `BULWARK_BENCH_MIB=256 cargo bench -p backupstore --bench backup_vs_restic`
@@ -192,6 +194,9 @@ struct Measured {
     /// User plus system CPU seconds: what the work costs, whatever else runs on the machine.
     cpu_secs: f64,
     stdout: String,
+    /// A `sync` right after the process ended: the writes it left in the page cache. Ours
+    /// syncs before it reports success; restic's restore does not.
+    settle: Duration,
 }
 
 /// Run `command` under GNU time, returning wall time (measured here), peak RSS and stdout.
@@ -202,9 +207,12 @@ fn measure(
     envs: &[(&str, &str)],
 ) -> BoxResult<Measured> {
     let rss_file = work.join("rss.txt");
-    // Same start for every step of both tools: the previous step's dirty pages written back
-    // and a moment to settle, so no step pays for its predecessor's writeback.
+    // Same start for every step of both tools: the previous step's dirty pages written back,
+    // the page cache dropped (each tool reads what it stored, and the image, from the device,
+    // as a restore days after the backup does; otherwise whichever tool wrote through the page
+    // cache would restore from memory), and a moment to settle.
     Command::new("sync").status()?;
+    drop_page_cache();
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     let output = Command::new("/usr/bin/time")
@@ -218,6 +226,9 @@ fn measure(
         .stdin(Stdio::null())
         .output()?;
     let wall = started.elapsed();
+    let settle_started = Instant::now();
+    Command::new("sync").status()?;
+    let settle = settle_started.elapsed();
     if !output.status.success() {
         return Err(format!(
             "`{program} {}` failed: {}",
@@ -243,7 +254,14 @@ fn measure(
         peak_rss_kib,
         cpu_secs,
         stdout: String::from_utf8(output.stdout)?,
+        settle,
     })
+}
+
+/// Drops clean page-cache pages (needs root; without it every step runs with whatever is
+/// cached, as announced at the start).
+fn drop_page_cache() -> bool {
+    std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok()
 }
 
 fn json_field(stdout: &str, field: &str) -> BoxResult<u64> {
@@ -381,6 +399,14 @@ fn parent() -> BoxResult<()> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(2048);
+    // This VM's speed varies by ±25 % between runs: full backups and restores are repeated and
+    // the medians reported.
+    let runs: usize = std::env::var("BULWARK_BENCH_RUNS")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(5)
+        .max(1);
     if size_mib < 8 || !size_mib.is_multiple_of(4) {
         return Err("BULWARK_BENCH_MIB must be a multiple of 4, at least 8".into());
     }
@@ -415,11 +441,21 @@ fn parent() -> BoxResult<()> {
     println!("baseline: {restic_version}");
     println!("bulwark runs with MALLOC_ARENA_MAX=2, as the manifests and the image set it");
     println!(
-        "image: {size_mib} MiB ({} MiB random, {} MiB allocated zeros, {} MiB hole), block 2 MiB, workers {}",
+        "image: {size_mib} MiB ({} MiB random, {} MiB allocated zeros, {} MiB hole), block 2 MiB, workers: backup {}, restore {}",
         size_mib / 2,
         size_mib / 4,
         size_mib / 4,
-        backupstore::backup::default_workers()
+        backupstore::backup::default_workers(),
+        backupstore::restore::default_restore_workers()
+    );
+    println!("full backup and full restore: median of {runs} rounds, each tool side by side");
+    println!(
+        "every step starts with {}",
+        if drop_page_cache() {
+            "the page cache dropped (cold: data is read from the device)"
+        } else {
+            "whatever the page cache holds (not root: cannot drop it)"
+        }
     );
     write_image(&image, size)?;
 
@@ -565,6 +601,94 @@ fn parent() -> BoxResult<()> {
         .into());
     }
 
+    // More rounds of the full backup and full restore, each into a fresh store and repository.
+    let mut full_backups = vec![(ours_full, restic_full)];
+    let mut full_restores = vec![(ours_restore, restic_restore)];
+    let round_store = work.join("round-store");
+    let round_repo = work.join("round-repo");
+    let round_out = work.join("round-restored.raw");
+    let round_restic_out = work.join("round-restic-restored");
+    for _ in 1..runs {
+        for dir in [&round_store, &round_repo, &round_restic_out] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)?;
+            }
+        }
+        std::fs::create_dir_all(&round_store)?;
+        let repo_s = round_repo.to_str().ok_or("non-UTF-8 path")?;
+        let env = [
+            ("RESTIC_REPOSITORY", repo_s),
+            ("RESTIC_PASSWORD", "bench"),
+            ("RESTIC_CACHE_DIR", cache.to_str().ok_or("non-UTF-8 path")?),
+        ];
+        let status = Command::new("restic")
+            .args(["init", "--repository-version", "2"])
+            .envs(env)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err("restic init failed".into());
+        }
+        let store_s = round_store.to_str().ok_or("non-UTF-8 path")?;
+        let ours = measure(
+            &work,
+            exe,
+            &["--child", "backup", store_s, img, "backup-round"],
+            OURS_ENV,
+        )?;
+        let theirs = measure(&work, "restic", &["backup", "--json", img], &env)?;
+        full_backups.push((ours, theirs));
+        let out_s = round_out.to_str().ok_or("non-UTF-8 path")?;
+        let ours = measure(
+            &work,
+            exe,
+            &["--child", "restore", store_s, "backup-round", out_s],
+            OURS_ENV,
+        )?;
+        if !same_content(&image, &round_out)? {
+            return Err("our full restore differs from the image".into());
+        }
+        std::fs::remove_file(&round_out)?;
+        let theirs = measure(
+            &work,
+            "restic",
+            &[
+                "restore",
+                "latest",
+                "--target",
+                round_restic_out.to_str().ok_or("non-UTF-8 path")?,
+            ],
+            &env,
+        )?;
+        full_restores.push((ours, theirs));
+    }
+    for dir in [&round_store, &round_repo, &round_restic_out] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+    }
+    let per_round = |rounds: &[(Measured, Measured)]| {
+        rounds
+            .iter()
+            .map(|(o, t)| format!("{:.2}x", t.wall.as_secs_f64() / o.wall.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let full_backup_rounds = per_round(&full_backups);
+    let full_restore_rounds = per_round(&full_restores);
+    let full_restore_durable_rounds = full_restores
+        .iter()
+        .map(|(o, t)| {
+            format!(
+                "{:.2}x",
+                (t.wall + t.settle).as_secs_f64() / (o.wall + o.settle).as_secs_f64()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (ours_full, restic_full) = medians(full_backups);
+    let (ours_restore, restic_restore) = medians(full_restores);
+
     let restic_full_read = restic_summary(&restic_full.stdout)?["total_bytes_processed"]
         .as_u64()
         .unwrap_or(0);
@@ -635,6 +759,12 @@ fn parent() -> BoxResult<()> {
         mib_per_s(size, restic_restore.wall),
         true,
     );
+    row(
+        "full restore, data on disk (+ sync), MiB/s",
+        mib_per_s(size, ours_restore.wall + ours_restore.settle),
+        mib_per_s(size, restic_restore.wall + restic_restore.settle),
+        true,
+    );
     resources("full restore", &ours_restore, &restic_restore);
     row(
         "incremental restore, s (restic: full)",
@@ -656,6 +786,9 @@ fn parent() -> BoxResult<()> {
         ours_inc_read as f64 / changed_bytes as f64,
         restic_inc_read as f64 / MIB as f64,
         restic_inc_read as f64 / changed_bytes as f64,
+    );
+    println!(
+        "speed ratio per round (restic wall / bulwark wall): full backup {full_backup_rounds}; full restore {full_restore_rounds}; full restore with data on disk {full_restore_durable_rounds}"
     );
     println!(
         "full backup read: bulwark {:.1} MiB (holes skipped), restic {:.1} MiB",
@@ -681,6 +814,15 @@ fn parent() -> BoxResult<()> {
         ours_prime_secs
     );
     Ok(())
+}
+
+/// Each tool's run of median wall time (rounds ran side by side; the medians are taken per tool).
+fn medians(rounds: Vec<(Measured, Measured)>) -> (Measured, Measured) {
+    let (mut ours, mut theirs): (Vec<Measured>, Vec<Measured>) = rounds.into_iter().unzip();
+    ours.sort_by_key(|m| m.wall);
+    theirs.sort_by_key(|m| m.wall);
+    let middle = ours.len() / 2;
+    (ours.swap_remove(middle), theirs.swap_remove(middle))
 }
 
 fn json_field_f64(stdout: &str, field: &str) -> BoxResult<f64> {

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use rustix::fs::{FallocateFlags, SeekFrom};
 
+use crate::direct::DirectFile;
 use crate::source::{BlockSink, BlockSource, Extent};
 
 /// Size of a regular file or a block device (seeking to the end works for both).
@@ -133,7 +134,8 @@ impl BlockSource for FileSource {
 /// A sparse file or block device to restore into.
 #[derive(Debug)]
 pub struct FileSink {
-    file: File,
+    /// Bulk data goes direct (see [`crate::direct`]).
+    file: DirectFile,
     zeroed: bool,
     regular: bool,
 }
@@ -154,7 +156,7 @@ impl FileSink {
             file.set_len(size)?;
         }
         Ok(FileSink {
-            file,
+            file: DirectFile::new(path, file),
             zeroed: regular,
             regular,
         })
@@ -169,7 +171,7 @@ impl FileSink {
             file.set_len(size)?;
         }
         Ok(FileSink {
-            file,
+            file: DirectFile::new(path, file),
             zeroed: false,
             regular,
         })
@@ -202,7 +204,7 @@ impl BlockSink for FileSink {
             return Ok(());
         }
         let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-        match rustix::fs::fallocate(&self.file, flags, offset, len) {
+        match rustix::fs::fallocate(self.file.file(), flags, offset, len) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL) => {
                 self.write_zeros(offset, len)
@@ -212,7 +214,7 @@ impl BlockSink for FileSink {
     }
 
     fn flush(&self) -> io::Result<()> {
-        self.file.sync_all()
+        self.file.file().sync_all()
     }
 
     fn is_zeroed(&self) -> bool {

@@ -20,6 +20,7 @@ pub mod blockmap;
 pub mod catalog;
 pub mod compress;
 pub mod delete;
+pub mod direct;
 pub mod error;
 pub mod file;
 pub mod format;

@@ -1,12 +1,13 @@
 //! Names and paths of the store's objects, exactly as Longhorn lays them out (pure: no I/O).
 
-use sha2::{Digest, Sha512};
-
 use crate::error::{Error, Result};
 
 /// `H(x)`: SHA-512 of `x`, hex, first 64 characters. Names both volume directories and blocks.
+///
+/// Hashing every block is most of a backup's and a restore's CPU time. OpenSSL's SHA-512 (its
+/// AVX2/BMI2 code) runs at 1.15 GB/s per core here against 0.8 GB/s for `sha2` and `ring`.
 pub fn h(data: &[u8]) -> String {
-    let digest = Sha512::digest(data);
+    let digest = openssl::sha::sha512(data);
     hex::encode(&digest[..32])
 }
 

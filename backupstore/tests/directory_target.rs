@@ -196,3 +196,49 @@ async fn background_fsyncs_never_publish_blocks_early() {
     }
     assert!(files(&root).iter().all(|f| !f.contains('#')));
 }
+
+#[tokio::test]
+async fn whole_block_reads_answer_as_the_plain_directory_store_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    fs::create_dir_all(&root).expect("mkdir");
+    let store = open_directory(&root).expect("open");
+    let plain = LocalFileSystem::new_with_prefix(&root).expect("plain");
+    let block = ObjPath::from("backupstore/volumes/aa/bb/v/blocks/cc/dd/ccdd00.blk");
+    let cfg = ObjPath::from("backupstore/volumes/aa/bb/v/volume.cfg");
+    let data = pseudo_random(3, 2 * MB as usize + 123);
+    store
+        .put(&block, PutPayload::from(data.clone()))
+        .await
+        .expect("put block");
+    // Metadata written after the block makes it durable and visible.
+    store
+        .put(&cfg, PutPayload::from_static(b"{}"))
+        .await
+        .expect("put cfg");
+
+    let got = store.get(&block).await.expect("get block");
+    let expected_meta = plain.head(&block).await.expect("head");
+    assert_eq!(got.meta, expected_meta);
+    assert_eq!(got.range, 0..data.len() as u64);
+    assert!(got.bytes().await.expect("bytes")[..] == data[..]);
+
+    // Preconditions still apply.
+    let stale = object_store::GetOptions {
+        if_match: Some("\"other\"".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.get_opts(&block, stale).await,
+        Err(object_store::Error::Precondition { .. })
+    ));
+    // A range goes through the directory store's own path.
+    let ranged = store.get_range(&block, 5..10).await.expect("range");
+    assert_eq!(&ranged[..], &data[5..10]);
+    // A missing block is "not found", which restore and verify report as missing.
+    let missing = ObjPath::from("backupstore/volumes/aa/bb/v/blocks/cc/dd/ccdd01.blk");
+    assert!(matches!(
+        store.get(&missing).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+}

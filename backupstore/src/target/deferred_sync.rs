@@ -13,19 +13,22 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::File;
-use std::io::Write;
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    RenameOptions, Result,
 };
+
+use crate::direct::DirectFile;
 
 /// Threads that fsync a batch at once (lets the device queue the writes).
 const SYNC_THREADS: usize = 8;
@@ -129,6 +132,28 @@ impl<T> Drop for DeferredBlockSync<T> {
     }
 }
 
+/// An object's metadata as `LocalFileSystem` reports it (the same ETag scheme), so results of
+/// the block read path and of the inner store compare equal.
+fn object_meta(location: &Path, metadata: &std::fs::Metadata) -> ObjectMeta {
+    use std::os::unix::fs::MetadataExt;
+    let modified = metadata.modified().unwrap_or(std::time::UNIX_EPOCH);
+    let micros = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    ObjectMeta {
+        location: location.clone(),
+        last_modified: modified.into(),
+        size: metadata.len(),
+        e_tag: Some(format!(
+            "\"{:x}-{micros:x}-{:x}\"",
+            metadata.ino(),
+            metadata.len()
+        )),
+        version: None,
+    }
+}
+
 fn generic(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Error {
     object_store::Error::Generic {
         store: "LocalFileSystem",
@@ -162,12 +187,20 @@ fn write_staged(target: &FsPath, payload: &PutPayload) -> std::io::Result<PathBu
     loop {
         // `#` followed by digits only: `LocalFileSystem` listings skip such names.
         let staging = parent.join(format!("{name}#{}", rand::random::<u64>()));
-        let mut file = match File::create_new(&staging) {
+        let file = match File::create_new(&staging) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         };
-        let written = payload.iter().try_for_each(|chunk| file.write_all(chunk));
+        // Direct I/O: the block goes to the device without a copy into new page-cache pages,
+        // and the batch's fsync has only metadata left to write (see `crate::direct`).
+        let file = DirectFile::new(&staging, file);
+        let mut at = 0u64;
+        let written = payload.iter().try_for_each(|chunk| {
+            file.write_all_at(chunk, at)?;
+            at += chunk.len() as u64;
+            Ok(())
+        });
         if let Err(e) = written {
             let _ = std::fs::remove_file(&staging);
             return Err(e);
@@ -292,7 +325,33 @@ impl<T: ObjectStore> ObjectStore for DeferredBlockSync<T> {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        if options.range.is_some() || options.head || !is_plain_block(location) {
+            return self.inner.get_opts(location, options).await;
+        }
+        // A whole block: read direct in one blocking call (see `crate::direct::read_whole`).
+        let path = self.root.join(location.as_ref());
+        let read = tokio::task::spawn_blocking(move || crate::direct::read_whole(&path))
+            .await
+            .map_err(|e| generic(e.to_string().into()))?;
+        let (data, metadata) = match read {
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(object_store::Error::NotFound {
+                    path: location.to_string(),
+                    source: Box::new(e),
+                });
+            }
+            Err(e) => return Err(generic(Box::new(e))),
+        };
+        let meta = object_meta(location, &metadata);
+        options.check_preconditions(&meta)?;
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(futures::stream::once(async { Ok(data) }).boxed()),
+            range: 0..meta.size,
+            meta,
+            attributes: Attributes::default(),
+            extensions: Default::default(),
+        })
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {

@@ -1,0 +1,289 @@
+//! Direct I/O (`O_DIRECT`) for bulk data: restored volume data, and block files written to and
+//! read from directory targets.
+//!
+//! A buffered write copies every byte into freshly allocated page-cache pages, and the final
+//! fsync writes them out again. On the VMs we measured, that copy into new pages costs more CPU
+//! than hashing (about 0.9 CPU-s per GiB, varying ±50 % between runs with the host's memory
+//! state), and 4 writers of one file spin on its inode lock. `O_DIRECT` hands the buffer to the
+//! device instead: no copy, no page-cache growth, and the closing fsync has only metadata left.
+//!
+//! `O_DIRECT` needs the offset, the length and the buffer address aligned to the device's
+//! logical block size; [`ALIGN`] (4 KiB) covers 512-byte and 4 KiB devices. Restored blocks
+//! are decompressed into an [`AlignedBuf`] and go as they are; other data is copied once into a
+//! per-thread aligned buffer (a cache-hot memcpy, far cheaper than the kernel's copy into new
+//! pages). Whatever is not aligned (a volume's
+//! last partial block) and file systems without `O_DIRECT` (tmpfs) take the buffered path.
+//!
+//! Reads of whole block files ([`read_whole`]) go direct into pooled aligned buffers, handed
+//! out as [`Bytes`] that return their buffer to the pool when dropped: no page-cache pages are
+//! allocated for data the node will not read again (a restore must not evict the node's
+//! working set), and no buffer is zeroed or faulted in per block.
+
+use std::cell::RefCell;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+
+/// Alignment of offsets, lengths and buffers for `O_DIRECT`.
+pub const ALIGN: usize = 4096;
+
+/// A reusable heap buffer whose usable part starts on an [`ALIGN`] boundary (safe code: the
+/// allocation is [`ALIGN`] bytes longer and the aligned window is sliced out of it).
+#[derive(Default)]
+pub struct AlignedBuf {
+    raw: Vec<u8>,
+}
+
+impl AlignedBuf {
+    /// An aligned window of `len` bytes (contents unspecified), growing the buffer if needed.
+    pub fn window(&mut self, len: usize) -> &mut [u8] {
+        if self.raw.len() < len + ALIGN {
+            self.raw = vec![0u8; len + ALIGN];
+        }
+        let start = self.raw.as_ptr().align_offset(ALIGN);
+        &mut self.raw[start..start + len]
+    }
+}
+
+/// Buffers kept for [`read_whole`]: enough for the blocks of a restore in flight.
+const POOLED_BUFFERS: usize = 32;
+
+static READ_POOL: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
+
+/// An aligned window of a pooled buffer, owned by a [`Bytes`]; back to the pool on drop.
+struct PooledWindow {
+    buf: AlignedBuf,
+    len: usize,
+}
+
+impl AsRef<[u8]> for PooledWindow {
+    fn as_ref(&self) -> &[u8] {
+        let start = self.buf.raw.as_ptr().align_offset(ALIGN);
+        &self.buf.raw[start..start + self.len]
+    }
+}
+
+impl Drop for PooledWindow {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if let Ok(mut pool) = READ_POOL.lock()
+            && pool.len() < POOLED_BUFFERS
+        {
+            pool.push(buf);
+        }
+    }
+}
+
+/// Reads the whole file at `path`, direct where the file system allows it, with its metadata.
+pub fn read_whole(path: &Path) -> io::Result<(Bytes, Metadata)> {
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path);
+    let (file, is_direct) = match direct {
+        Ok(f) => (f, true),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            (File::open(path)?, false)
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let len = usize::try_from(meta.len()).map_err(io::Error::other)?;
+    let mut buf = READ_POOL
+        .lock()
+        .ok()
+        .and_then(|mut pool| pool.pop())
+        .unwrap_or_default();
+    // Direct reads transfer whole aligned units: room up to the next boundary.
+    let window = buf.window(len.next_multiple_of(ALIGN));
+    let mut filled = 0;
+    while filled < len {
+        let n = if is_direct && filled.is_multiple_of(ALIGN) {
+            match file.read_at(&mut window[filled..], filled as u64) {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    File::open(path)?.read_at(&mut window[filled..len], filled as u64)?
+                }
+                other => other?,
+            }
+        } else {
+            // Buffered (no O_DIRECT here, or a short direct read left an unaligned rest).
+            File::open(path)?.read_at(&mut window[filled..len], filled as u64)?
+        };
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    if filled < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{} ended after {filled} of {len} bytes", path.display()),
+        ));
+    }
+    Ok((Bytes::from_owner(PooledWindow { buf, len }), meta))
+}
+
+thread_local! {
+    static BOUNCE: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
+}
+
+/// A file open twice: with `O_DIRECT` for aligned bulk writes, and buffered for the rest (and
+/// for everything when the file system refuses `O_DIRECT`).
+#[derive(Debug)]
+pub struct DirectFile {
+    buffered: File,
+    direct: Option<File>,
+    /// Cleared when a direct write is refused (EINVAL): the file system accepted the flag on
+    /// open but not the write; every later write goes buffered.
+    direct_ok: AtomicBool,
+}
+
+impl DirectFile {
+    /// Opens `path` for direct writes next to the already open `buffered` handle.
+    pub fn new(path: &Path, buffered: File) -> DirectFile {
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path)
+            .ok();
+        let direct_ok = AtomicBool::new(direct.is_some());
+        DirectFile {
+            buffered,
+            direct,
+            direct_ok,
+        }
+    }
+
+    /// The buffered handle (reads, metadata, fsync, hole punching).
+    pub fn file(&self) -> &File {
+        &self.buffered
+    }
+
+    /// Whether writes may go direct (false on file systems without `O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        self.direct_ok.load(Ordering::Relaxed)
+    }
+
+    /// Writes `data` at `offset`: the aligned part direct, the rest buffered.
+    pub fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let aligned_len = if offset.is_multiple_of(ALIGN as u64) {
+            data.len() / ALIGN * ALIGN
+        } else {
+            0
+        };
+        let (head, tail) = data.split_at(aligned_len);
+        if !head.is_empty() && !self.write_direct(head, offset)? {
+            self.buffered.write_all_at(head, offset)?;
+        }
+        if !tail.is_empty() {
+            self.buffered
+                .write_all_at(tail, offset + aligned_len as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Writes an aligned range direct; `Ok(false)` when it must go buffered instead.
+    fn write_direct(&self, data: &[u8], offset: u64) -> io::Result<bool> {
+        let Some(direct) = self.direct.as_ref().filter(|_| self.is_direct()) else {
+            return Ok(false);
+        };
+        let written = if (data.as_ptr() as usize).is_multiple_of(ALIGN) {
+            direct.write_all_at(data, offset)
+        } else {
+            BOUNCE.with_borrow_mut(|bounce| {
+                let window = bounce.window(data.len());
+                window.copy_from_slice(data);
+                direct.write_all_at(window, offset)
+            })
+        };
+        match written {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn windows_are_aligned_and_sized() {
+        let mut buf = AlignedBuf::default();
+        for len in [0, 1, 4096, 2 << 20, 5000] {
+            let w = buf.window(len);
+            assert_eq!(w.len(), len);
+            assert_eq!(w.as_ptr() as usize % ALIGN, 0, "{len}");
+        }
+    }
+
+    #[test]
+    fn whole_files_read_back_exactly_through_recycled_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        // Large before small, so recycled buffers hold stale bytes past each file's end.
+        let sizes = [(2 << 20) + 7, 0, 1, 4095, 4096, 4097, 3 << 20, 10];
+        for (i, &len) in sizes.iter().chain(sizes.iter()).enumerate() {
+            let path = dir.path().join(format!("f{i}"));
+            let data: Vec<u8> = (0..len).map(|b| (b * 31 + i) as u8).collect();
+            std::fs::write(&path, &data).unwrap();
+            let (got, meta) = read_whole(&path).unwrap();
+            assert_eq!(meta.len(), len as u64);
+            assert!(got[..] == data[..], "file {i} of {len} bytes");
+            // Dropped here: the buffer goes back to the pool for the next file.
+        }
+        let missing = read_whole(&dir.path().join("none")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn aligned_unaligned_and_tail_writes_land_where_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let out = DirectFile::new(&path, file);
+        // Where the file system takes O_DIRECT (ext4 here), aligned writes must not have
+        // switched it off; on tmpfs everything goes buffered.
+        let supports_direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(&path)
+            .is_ok();
+        let mut expected = vec![0u8; 3 * ALIGN * 4 + 100];
+        let pieces: [(usize, usize); 4] = [
+            (0, 2 * ALIGN),            // aligned
+            (2 * ALIGN + 10, 30),      // unaligned offset
+            (4 * ALIGN, ALIGN + 700),  // aligned head, buffered tail
+            (11 * ALIGN, ALIGN + 100), // reaching the file's last partial page
+        ];
+        for (i, &(offset, len)) in pieces.iter().enumerate() {
+            let data: Vec<u8> = (0..len).map(|b| (b * 7 + i * 13 + 1) as u8).collect();
+            out.write_all_at(&data, offset as u64).unwrap();
+            expected[offset..offset + len].copy_from_slice(&data);
+        }
+        out.file().sync_all().unwrap();
+        let mut got = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(
+            got == expected,
+            "file content differs from what was written"
+        );
+        assert_eq!(out.is_direct(), supports_direct);
+    }
+}
