@@ -258,6 +258,63 @@ fn measure(
     })
 }
 
+/// Our full restore of `backup` into `out`, measured, then checked against `image`.
+fn our_checked_restore(
+    work: &Path,
+    store: &str,
+    backup: &str,
+    out: &Path,
+    image: &Path,
+) -> BoxResult<Measured> {
+    let exe = std::env::current_exe()?;
+    let exe = exe.to_str().ok_or("bench path is not UTF-8")?;
+    let out_s = out.to_str().ok_or("non-UTF-8 path")?;
+    let measured = measure(
+        work,
+        exe,
+        &["--child", "restore", store, backup, out_s],
+        OURS_ENV,
+    )?;
+    if !same_content(image, out)? {
+        return Err(format!("our full restore of {backup} differs from the image").into());
+    }
+    Ok(measured)
+}
+
+/// `restic restore latest --target <target>`, measured.
+fn run_restic_restore(work: &Path, target: &Path, env: &[(&str, &str)]) -> BoxResult<Measured> {
+    let target = target.to_str().ok_or("non-UTF-8 path")?;
+    measure(
+        work,
+        "restic",
+        &["restore", "latest", "--target", target],
+        env,
+    )
+}
+
+/// Creates a restic repository at `repo`; returns the environment that points restic at it.
+fn init_restic(repo: &Path, cache: &Path) -> BoxResult<Vec<(&'static str, String)>> {
+    let path = |p: &Path| p.to_str().map(str::to_owned).ok_or("non-UTF-8 path");
+    let env = vec![
+        ("RESTIC_REPOSITORY", path(repo)?),
+        ("RESTIC_PASSWORD", "bench".to_owned()),
+        ("RESTIC_CACHE_DIR", path(cache)?),
+    ];
+    let status = Command::new("restic")
+        .args(["init", "--repository-version", "2"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err("restic init failed".into());
+    }
+    Ok(env)
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 /// Drops clean page-cache pages (needs root; without it every step runs with whatever is
 /// cached, as announced at the start).
 fn drop_page_cache() -> bool {
@@ -465,21 +522,9 @@ fn parent() -> BoxResult<()> {
         image.to_str().ok_or("non-UTF-8 path")?,
         store_dir.to_str().ok_or("non-UTF-8 path")?,
     );
-    let repo_s = repo.to_str().ok_or("non-UTF-8 path")?;
     let cache = work.join("restic-cache");
-    let restic_env = [
-        ("RESTIC_REPOSITORY", repo_s),
-        ("RESTIC_PASSWORD", "bench"),
-        ("RESTIC_CACHE_DIR", cache.to_str().ok_or("non-UTF-8 path")?),
-    ];
-    let status = Command::new("restic")
-        .args(["init", "--repository-version", "2"])
-        .envs(restic_env)
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        return Err("restic init failed".into());
-    }
+    let restic_env = init_restic(&repo, &cache)?;
+    let restic_env = &borrowed(&restic_env);
 
     // Full backups.
     let ours_full = measure(
@@ -488,7 +533,7 @@ fn parent() -> BoxResult<()> {
         &["--child", "backup", store, img, "backup-full"],
         OURS_ENV,
     )?;
-    let restic_full = measure(&work, "restic", &["backup", "--json", img], &restic_env)?;
+    let restic_full = measure(&work, "restic", &["backup", "--json", img], restic_env)?;
 
     // Rewrite 1% of the blocks, then incremental backups.
     let changed = change_blocks(&image, size, 1)?;
@@ -505,32 +550,14 @@ fn parent() -> BoxResult<()> {
         &["--child", "backup", store, img, "backup-inc", list_s],
         OURS_ENV,
     )?;
-    let restic_inc = measure(&work, "restic", &["backup", "--json", img], &restic_env)?;
+    let restic_inc = measure(&work, "restic", &["backup", "--json", img], restic_env)?;
 
     // Full restores of the latest backup, checked byte for byte.
     let ours_out = work.join("ours-restored.raw");
     let ours_out_s = ours_out.to_str().ok_or("non-UTF-8 path")?;
-    let ours_restore = measure(
-        &work,
-        exe,
-        &["--child", "restore", store, "backup-inc", ours_out_s],
-        OURS_ENV,
-    )?;
-    if !same_content(&image, &ours_out)? {
-        return Err("our full restore differs from the image".into());
-    }
+    let ours_restore = our_checked_restore(&work, store, "backup-inc", &ours_out, &image)?;
     let restic_out = work.join("restic-restored");
-    let restic_restore = measure(
-        &work,
-        "restic",
-        &[
-            "restore",
-            "latest",
-            "--target",
-            restic_out.to_str().ok_or("non-UTF-8 path")?,
-        ],
-        &restic_env,
-    )?;
+    let restic_restore = run_restic_restore(&work, &restic_out, restic_env)?;
     let restic_file = restic_out.join(image.strip_prefix("/")?);
     if !same_content(&image, &restic_file)? {
         return Err("restic's restore differs from the image".into());
@@ -562,17 +589,7 @@ fn parent() -> BoxResult<()> {
         return Err("our incremental restore differs from the image".into());
     }
     std::fs::remove_file(&ours_out)?;
-    let restic_inc_restore = measure(
-        &work,
-        "restic",
-        &[
-            "restore",
-            "latest",
-            "--target",
-            restic_out.to_str().ok_or("non-UTF-8 path")?,
-        ],
-        &restic_env,
-    )?;
+    let restic_inc_restore = run_restic_restore(&work, &restic_out, restic_env)?;
     std::fs::remove_dir_all(&restic_out)?;
 
     // Warm incremental backup (long-lived handle, lock kept), after a second 1% rewrite.
@@ -615,20 +632,8 @@ fn parent() -> BoxResult<()> {
             }
         }
         std::fs::create_dir_all(&round_store)?;
-        let repo_s = round_repo.to_str().ok_or("non-UTF-8 path")?;
-        let env = [
-            ("RESTIC_REPOSITORY", repo_s),
-            ("RESTIC_PASSWORD", "bench"),
-            ("RESTIC_CACHE_DIR", cache.to_str().ok_or("non-UTF-8 path")?),
-        ];
-        let status = Command::new("restic")
-            .args(["init", "--repository-version", "2"])
-            .envs(env)
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            return Err("restic init failed".into());
-        }
+        let env = init_restic(&round_repo, &cache)?;
+        let env = &borrowed(&env);
         let store_s = round_store.to_str().ok_or("non-UTF-8 path")?;
         let ours = measure(
             &work,
@@ -636,30 +641,11 @@ fn parent() -> BoxResult<()> {
             &["--child", "backup", store_s, img, "backup-round"],
             OURS_ENV,
         )?;
-        let theirs = measure(&work, "restic", &["backup", "--json", img], &env)?;
+        let theirs = measure(&work, "restic", &["backup", "--json", img], env)?;
         full_backups.push((ours, theirs));
-        let out_s = round_out.to_str().ok_or("non-UTF-8 path")?;
-        let ours = measure(
-            &work,
-            exe,
-            &["--child", "restore", store_s, "backup-round", out_s],
-            OURS_ENV,
-        )?;
-        if !same_content(&image, &round_out)? {
-            return Err("our full restore differs from the image".into());
-        }
+        let ours = our_checked_restore(&work, store_s, "backup-round", &round_out, &image)?;
         std::fs::remove_file(&round_out)?;
-        let theirs = measure(
-            &work,
-            "restic",
-            &[
-                "restore",
-                "latest",
-                "--target",
-                round_restic_out.to_str().ok_or("non-UTF-8 path")?,
-            ],
-            &env,
-        )?;
+        let theirs = run_restic_restore(&work, &round_restic_out, env)?;
         full_restores.push((ours, theirs));
     }
     for dir in [&round_store, &round_repo, &round_restic_out] {
