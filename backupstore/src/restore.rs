@@ -317,6 +317,9 @@ impl Store {
                         RestoreStep::Fetch { offset, checksum } => {
                             let rel = block_path(volume, &checksum);
                             let stored = self.get(&rel).await?;
+                            if opts.cancel.is_cancelled() {
+                                return Err(Error::Cancelled);
+                            }
                             let fetched = stored.len() as u64;
                             let written = tokio::task::spawn_blocking(move || {
                                 with_open_block(
@@ -356,6 +359,10 @@ impl Store {
             if let Some(cb) = &opts.progress {
                 cb(&progress);
             }
+        }
+        // Stopped while the last blocks were in flight: the caller asked for no result.
+        if opts.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
         }
         let s = sink.clone();
         tokio::task::spawn_blocking(move || s.flush())

@@ -362,6 +362,33 @@ async fn cancellation_stops_a_backup_and_leaves_no_placeholder() {
 }
 
 #[tokio::test]
+async fn a_restore_stopped_with_every_block_in_flight_reports_cancelled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = local_store(&dir.path().join("store"));
+    let img = dir.path().join("x.img");
+    write_image(&img, 8 * MB, &[(0, pseudo_random(22, 8 * MB as usize))]);
+    let b = backup_file(&store, "vol", &img, Compression::Lz4).await;
+    // More workers than blocks: all four are under way before the first one finishes, so
+    // nothing is left to start once the token fires.
+    let mut opts = RestoreOptions {
+        workers: 16,
+        ..RestoreOptions::default()
+    };
+    let token = opts.cancel.clone();
+    opts.progress = Some(Arc::new(move |p| {
+        if p.blocks_done == 1 {
+            token.cancel();
+        }
+    }));
+    let sink = Arc::new(FileSink::create(&dir.path().join("out"), 8 * MB).expect("sink"));
+    let err = store
+        .restore("vol", &b.name, sink, opts)
+        .await
+        .expect_err("cancelled");
+    assert!(matches!(err, Error::Cancelled), "{err}");
+}
+
+#[tokio::test]
 async fn transient_failures_are_retried_and_not_found_fails_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, failing) = failing_store(dir.path());
