@@ -259,7 +259,9 @@ pub fn with_open_block<T>(
             object: object.to_string(),
             reason,
         };
-        let window = buf.window(block_size as usize);
+        let window = buf
+            .window(block_size as usize)
+            .map_err(|e| Error::Task(format!("allocating a block buffer: {e}")))?;
         let len = compression
             .decompress_to_slice(stored, window)
             .map_err(|e| {
