@@ -24,8 +24,8 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 
@@ -180,36 +180,59 @@ thread_local! {
 #[derive(Debug)]
 pub struct DirectFile {
     buffered: File,
-    direct: Option<File>,
+    /// The same file opened with `O_DIRECT` on the first direct write (`None`: refused).
+    direct: OnceLock<Option<File>>,
     /// Cleared when a direct write is refused (EINVAL): the file system accepted the flag on
     /// open but not the write; every later write goes buffered.
     direct_ok: AtomicBool,
 }
 
 impl DirectFile {
-    /// Opens `path` for direct writes next to the already open `buffered` handle.
-    pub fn new(path: &Path, buffered: File) -> DirectFile {
-        let direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-            .open(path)
-            .ok();
-        let direct_ok = AtomicBool::new(direct.is_some());
+    /// Wraps an open file; its direct twin is opened when first needed.
+    pub fn new(buffered: File) -> DirectFile {
         DirectFile {
             buffered,
-            direct,
-            direct_ok,
+            direct: OnceLock::new(),
+            direct_ok: AtomicBool::new(true),
         }
     }
 
-    /// The buffered handle (reads, metadata, fsync, hole punching).
+    /// The buffered handle (reads, metadata, fsync, hole punching, small writes).
     pub fn file(&self) -> &File {
         &self.buffered
     }
 
+    /// The `O_DIRECT` handle, if the file system takes one. Opened through `/proc/self/fd`, so
+    /// it is the very inode of the buffered handle even if the path was renamed or reused.
+    fn direct(&self) -> Option<&File> {
+        if !self.direct_ok.load(Ordering::Relaxed) {
+            return None;
+        }
+        let direct = self
+            .direct
+            .get_or_init(|| {
+                use std::os::fd::AsRawFd;
+                // Never more access than the handle we were given: a read-only file stays so.
+                let mode = rustix::fs::fcntl_getfl(&self.buffered).ok()?;
+                if mode & rustix::fs::OFlags::ACCMODE == rustix::fs::OFlags::RDONLY {
+                    return None;
+                }
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                    .open(format!("/proc/self/fd/{}", self.buffered.as_raw_fd()))
+                    .ok()
+            })
+            .as_ref();
+        if direct.is_none() {
+            self.direct_ok.store(false, Ordering::Relaxed);
+        }
+        direct
+    }
+
     /// Whether writes may go direct (false on file systems without `O_DIRECT`).
     pub fn is_direct(&self) -> bool {
-        self.direct_ok.load(Ordering::Relaxed)
+        self.direct().is_some()
     }
 
     /// Writes `data` at `offset`: the aligned part direct, the rest buffered.
@@ -232,7 +255,7 @@ impl DirectFile {
 
     /// Writes an aligned range direct; `Ok(false)` when it must go buffered instead.
     fn write_direct(&self, data: &[u8], offset: u64) -> io::Result<bool> {
-        let Some(direct) = self.direct.as_ref().filter(|_| self.is_direct()) else {
+        let Some(direct) = self.direct() else {
             return Ok(false);
         };
         let written = if (data.as_ptr() as usize).is_multiple_of(ALIGN) {
@@ -294,6 +317,38 @@ mod tests {
     }
 
     #[test]
+    fn direct_writes_follow_the_open_file_not_its_old_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, moved) = (dir.path().join("a"), dir.path().join("b"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&first)
+            .unwrap();
+        let out = DirectFile::new(file);
+        // Renamed, and a new file put where it was, before the first direct write.
+        std::fs::rename(&first, &moved).unwrap();
+        std::fs::write(&first, b"someone else's").unwrap();
+        let data = vec![0x5au8; 2 * ALIGN];
+        out.write_all_at(&data, 0).unwrap();
+        out.file().sync_all().unwrap();
+        assert_eq!(std::fs::read(&moved).unwrap(), data);
+        assert_eq!(std::fs::read(&first).unwrap(), b"someone else's");
+    }
+
+    #[test]
+    fn a_read_only_file_gets_no_writable_twin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro");
+        std::fs::write(&path, vec![1u8; 2 * ALIGN]).unwrap();
+        let out = DirectFile::new(File::open(&path).unwrap());
+        assert!(!out.is_direct());
+        assert!(out.write_all_at(&vec![2u8; 2 * ALIGN], 0).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), vec![1u8; 2 * ALIGN]);
+    }
+
+    #[test]
     fn aligned_unaligned_and_tail_writes_land_where_asked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
@@ -303,7 +358,7 @@ mod tests {
             .create_new(true)
             .open(&path)
             .unwrap();
-        let out = DirectFile::new(&path, file);
+        let out = DirectFile::new(file);
         // Where the file system takes O_DIRECT (ext4 here), aligned writes must not have
         // switched it off; on tmpfs everything goes buffered.
         let supports_direct = OpenOptions::new()

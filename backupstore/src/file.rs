@@ -156,7 +156,7 @@ impl FileSink {
             file.set_len(size)?;
         }
         Ok(FileSink {
-            file: DirectFile::new(path, file),
+            file: DirectFile::new(file),
             zeroed: regular,
             regular,
         })
@@ -171,7 +171,7 @@ impl FileSink {
             file.set_len(size)?;
         }
         Ok(FileSink {
-            file: DirectFile::new(path, file),
+            file: DirectFile::new(file),
             zeroed: false,
             regular,
         })

@@ -77,6 +77,33 @@ pub(crate) fn write_sectors(
     offset: u64,
     data: &[u8],
 ) -> io::Result<()> {
+    write_sectors_as(chain, rmw, offset, data, Bulk::No)
+}
+
+/// [`write_sectors`] for bulk data (restored blocks): the whole sectors go with direct I/O
+/// ([`LayerFile::write_bulk_at`]).
+pub(crate) fn write_bulk_sectors(
+    chain: &[Arc<LayerFile>],
+    rmw: &Mutex<()>,
+    offset: u64,
+    data: &[u8],
+) -> io::Result<()> {
+    write_sectors_as(chain, rmw, offset, data, Bulk::Yes)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bulk {
+    Yes,
+    No,
+}
+
+fn write_sectors_as(
+    chain: &[Arc<LayerFile>],
+    rmw: &Mutex<()>,
+    offset: u64,
+    data: &[u8],
+    bulk: Bulk,
+) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -97,7 +124,10 @@ pub(crate) fn write_sectors(
     if first_full < last_full {
         let from = (first_full - offset) as usize;
         let to = (last_full - offset) as usize;
-        chain[0].write_all_at(&data[from..to], first_full)?;
+        match bulk {
+            Bulk::Yes => chain[0].write_bulk_at(&data[from..to], first_full)?,
+            Bulk::No => chain[0].write_all_at(&data[from..to], first_full)?,
+        }
     }
     if !end.is_multiple_of(SECTOR) && last_full >= first_full {
         merge_sector(

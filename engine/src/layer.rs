@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use backupstore::direct::DirectFile;
 use rustix::fs::{FallocateFlags, SeekFrom};
 use rustix::io::Errno;
 
@@ -20,7 +21,8 @@ use crate::sector::{SECTOR, Span, align_down, align_up, push_span};
 pub const COPY_CHUNK: u64 = 1 << 20;
 
 pub struct LayerFile {
-    file: File,
+    /// Written buffered, except bulk writes (restores), which go direct.
+    file: DirectFile,
     path: PathBuf,
     /// Allocated spans for the read path (see `extent_cache`).
     cache: RwLock<ExtentCache>,
@@ -43,7 +45,7 @@ impl LayerFile {
         file.set_len(len)?;
         file.sync_all()?;
         Ok(LayerFile {
-            file,
+            file: DirectFile::new(file),
             path: path.to_path_buf(),
             cache: RwLock::default(),
         })
@@ -52,7 +54,7 @@ impl LayerFile {
     pub fn open(path: &Path) -> io::Result<LayerFile> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         Ok(LayerFile {
-            file,
+            file: DirectFile::new(file),
             path: path.to_path_buf(),
             cache: RwLock::default(),
         })
@@ -63,11 +65,11 @@ impl LayerFile {
     }
 
     pub fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.file.file().metadata()?.len())
     }
 
     pub fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.file.file().set_len(len)
     }
 
     /// The sectors this layer holds within `[start, end)`, as sorted byte spans clipped to the
@@ -76,7 +78,7 @@ impl LayerFile {
         let mut out = Vec::new();
         let mut pos = align_down(start, SECTOR);
         while pos < end {
-            let data = match rustix::fs::seek(&self.file, SeekFrom::Data(pos)) {
+            let data = match rustix::fs::seek(self.file.file(), SeekFrom::Data(pos)) {
                 Ok(d) => d,
                 Err(Errno::NXIO) => break,
                 Err(e) => return Err(e.into()),
@@ -84,7 +86,7 @@ impl LayerFile {
             if data >= end {
                 break;
             }
-            let hole = rustix::fs::seek(&self.file, SeekFrom::Hole(data))?;
+            let hole = rustix::fs::seek(self.file.file(), SeekFrom::Hole(data))?;
             let s = align_down(data, SECTOR).max(start);
             let e = align_up(hole, SECTOR).min(end);
             push_span(&mut out, (s, e));
@@ -106,7 +108,10 @@ impl LayerFile {
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let mut done = 0;
         while done < buf.len() {
-            let n = self.file.read_at(&mut buf[done..], offset + done as u64)?;
+            let n = self
+                .file
+                .file()
+                .read_at(&mut buf[done..], offset + done as u64)?;
             if n == 0 {
                 buf[done..].fill(0);
                 break;
@@ -117,10 +122,22 @@ impl LayerFile {
     }
 
     pub fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let result = self.file.file().write_all_at(data, offset);
+        self.note_written(result, offset, data.len())
+    }
+
+    /// [`LayerFile::write_all_at`] for bulk data (restored blocks): aligned parts go to the
+    /// device with direct I/O (see `backupstore::direct`), leaving the page cache to the
+    /// volume's readers and skipping the copy into new pages.
+    pub fn write_bulk_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         let result = self.file.write_all_at(data, offset);
+        self.note_written(result, offset, data.len())
+    }
+
+    fn note_written(&self, result: io::Result<()>, offset: u64, len: usize) -> io::Result<()> {
         let mut cache = self.cache_mut();
         match result {
-            Ok(()) => cache.note_data(offset, offset + data.len() as u64),
+            Ok(()) => cache.note_data(offset, offset + len as u64),
             // Part of it may have landed: forget the map and rescan on next use.
             Err(_) => *cache = ExtentCache::Unloaded,
         }
@@ -175,7 +192,7 @@ impl LayerFile {
             return Ok(());
         }
         let result = rustix::fs::fallocate(
-            &self.file,
+            self.file.file(),
             FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
             start,
             end - start,
@@ -204,7 +221,7 @@ impl LayerFile {
     }
 
     pub fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.file().sync_data()
     }
 }
 
@@ -218,7 +235,7 @@ impl LayerFile {
     pub fn open_read_only(path: &Path) -> io::Result<LayerFile> {
         let file = File::open(path)?;
         Ok(LayerFile {
-            file,
+            file: DirectFile::new(file),
             path: path.to_path_buf(),
             cache: RwLock::default(),
         })
@@ -226,6 +243,6 @@ impl LayerFile {
 
     /// Makes data and the file's size durable.
     pub fn sync_all(&self) -> io::Result<()> {
-        self.file.sync_all()
+        self.file.file().sync_all()
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use backupstore::source::BlockSink;
 
-use crate::chain::{write_sectors, zero_sectors};
+use crate::chain::{write_bulk_sectors, zero_sectors};
 use crate::error::Result;
 use crate::layer::LayerFile;
 use crate::meta::LayerId;
@@ -26,7 +26,7 @@ impl VolumeSink {
 
 impl BlockSink for VolumeSink {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.volume.write_at(offset, data)
+        self.volume.write_bulk_at(offset, data)
     }
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
         self.volume.discard(offset, len)
@@ -114,7 +114,7 @@ impl StagedRestore {
 impl BlockSink for StagedRestore {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.check_range(offset, data.len() as u64)?;
-        self.with_chain(|chain| write_sectors(chain, &self.rmw, offset, data))
+        self.with_chain(|chain| write_bulk_sectors(chain, &self.rmw, offset, data))
     }
 
     /// Records zeros (not holes) where the volume below holds data, so the swap zeroes them.

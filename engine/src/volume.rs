@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rustix::fs::FlockOperation;
 
-use crate::chain::{Chain, read_chain, write_sectors, zero_sectors};
+use crate::chain::{Chain, read_chain, write_bulk_sectors, write_sectors, zero_sectors};
 use crate::error::{Error, Result};
 use crate::failpoint::FailPoint;
 use crate::layer::{LayerFile, sync_dir};
@@ -287,6 +287,15 @@ impl Volume {
         self.check_range(offset, data.len() as u64, st.meta.size)?;
         self.writes.fetch_add(1, Ordering::AcqRel);
         write_sectors(&st.chain, &self.rmw, offset, data)
+    }
+
+    /// [`Volume::write_at`] for bulk data (a restore): whole sectors go to the device with
+    /// direct I/O instead of through the page cache.
+    pub fn write_bulk_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let st = self.read_state();
+        self.check_range(offset, data.len() as u64, st.meta.size)?;
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        write_bulk_sectors(&st.chain, &self.rmw, offset, data)
     }
 
     /// Makes `[offset, offset+len)` read as zeros. Where a lower layer holds data the head gets

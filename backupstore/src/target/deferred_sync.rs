@@ -194,7 +194,7 @@ fn write_staged(target: &FsPath, payload: &PutPayload) -> std::io::Result<PathBu
         };
         // Direct I/O: the block goes to the device without a copy into new page-cache pages,
         // and the batch's fsync has only metadata left to write (see `crate::direct`).
-        let file = DirectFile::new(&staging, file);
+        let file = DirectFile::new(file);
         let mut at = 0u64;
         let written = payload.iter().try_for_each(|chunk| {
             file.write_all_at(chunk, at)?;
