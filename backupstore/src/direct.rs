@@ -1,18 +1,19 @@
-//! Direct I/O (`O_DIRECT`) for bulk data: restored volume data, and block files written to and
-//! read from directory targets.
+//! Direct I/O (`O_DIRECT`) for bulk data: restored volume data (`FileSink`, and the engine's
+//! restore sinks through `DirectFile`), and block files written to and read from directory
+//! targets.
 //!
 //! A buffered write copies every byte into freshly allocated page-cache pages, and the final
-//! fsync writes them out again. On the VMs we measured, that copy into new pages costs more CPU
-//! than hashing (about 0.9 CPU-s per GiB, varying ±50 % between runs with the host's memory
-//! state), and 4 writers of one file spin on its inode lock. `O_DIRECT` hands the buffer to the
-//! device instead: no copy, no page-cache growth, and the closing fsync has only metadata left.
+//! fsync writes them out again. On the VMs we measured, that copy cost 0.9 to 4.6 CPU-s of
+//! kernel time per GiB, more than hashing and different in every run, and 4 writers of one
+//! file spun on its inode lock. `O_DIRECT` hands the buffer to the device instead: no copy, no
+//! page-cache growth, and the closing fsync has only metadata left.
 //!
 //! `O_DIRECT` needs the offset, the length and the buffer address aligned to the device's
 //! logical block size; [`ALIGN`] (4 KiB) covers 512-byte and 4 KiB devices. Restored blocks
-//! are decompressed into an [`AlignedBuf`] and go as they are; other data is copied once into a
-//! per-thread aligned buffer (a cache-hot memcpy, far cheaper than the kernel's copy into new
-//! pages). Whatever is not aligned (a volume's
-//! last partial block) and file systems without `O_DIRECT` (tmpfs) take the buffered path.
+//! are decompressed into an [`AlignedBuf`] and go as they are; other data is copied once into
+//! a per-thread aligned buffer (a cache-hot memcpy, far cheaper than the kernel's copy into
+//! new pages). What is not aligned (a volume's last partial block) and file systems without
+//! `O_DIRECT` (tmpfs) take the buffered path.
 //!
 //! Reads of whole block files ([`read_whole`]) go direct into pooled aligned buffers, handed
 //! out as [`Bytes`] that return their buffer to the pool when dropped: no page-cache pages are
