@@ -52,23 +52,6 @@ impl Compression {
         }
     }
 
-    /// Decompresses one stored block. `limit` bounds the output so a hostile object cannot
-    /// exhaust memory.
-    pub fn decompress(&self, data: &[u8], limit: u64) -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(limit.min(64 << 20) as usize);
-        self.decompress_into(data, limit, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`Compression::decompress`] into `out` (cleared first).
-    fn decompress_into(&self, data: &[u8], limit: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
-        out.clear();
-        out.resize(limit as usize, 0);
-        let len = self.decompress_to_slice(data, out)?;
-        out.truncate(len);
-        Ok(())
-    }
-
     /// Decompresses into `out`, whose length is the most the block may hold; returns the
     /// length. More output than `out` holds is an error, so a hostile object cannot exhaust
     /// memory.
@@ -242,8 +225,9 @@ thread_local! {
         std::cell::RefCell::new(AlignedBuf::default());
 }
 
-/// [`open_block`] handing the checked content to `use_block` from a reused per-thread buffer
-/// (no allocation per block).
+/// Decompresses a stored block into a reused per-thread buffer (no allocation per block),
+/// checks that it hashes to `checksum`, and hands the content to `use_block`. Every failure is
+/// corruption (reported with `object` and `target`), never a transient error.
 pub fn with_open_block<T>(
     compression: Compression,
     stored: &[u8],
@@ -286,8 +270,7 @@ pub fn is_all_zero(data: &[u8]) -> bool {
         .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
-/// Decompresses a stored block and checks that it hashes to `checksum`. Every failure is
-/// corruption (reported with `object` and `target`), never a transient error.
+/// [`with_open_block`] returning a copy of the checked content.
 pub fn open_block(
     compression: Compression,
     stored: &[u8],
@@ -296,22 +279,15 @@ pub fn open_block(
     target: &str,
     object: &str,
 ) -> Result<Vec<u8>> {
-    let corrupt = |reason: String| Error::CorruptBlock {
-        target: target.to_string(),
-        object: object.to_string(),
-        reason,
-    };
-    let data = compression.decompress(stored, block_size).map_err(|e| {
-        corrupt(format!(
-            "cannot decompress as {}: {e}",
-            compression.as_str()
-        ))
-    })?;
-    let actual = h(&data);
-    if actual != checksum {
-        return Err(corrupt(format!("content hashes to {actual}")));
-    }
-    Ok(data)
+    with_open_block(
+        compression,
+        stored,
+        checksum,
+        block_size,
+        target,
+        object,
+        <[u8]>::to_vec,
+    )
 }
 
 #[cfg(test)]

@@ -121,12 +121,16 @@ impl Drop for PooledWindow {
     }
 }
 
+/// Open options with `O_DIRECT` set.
+fn direct_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
+    options
+}
+
 /// Reads the whole file at `path`, direct where the file system allows it, with its metadata.
 pub fn read_whole(path: &Path) -> io::Result<(Bytes, Metadata)> {
-    let direct = OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-        .open(path);
+    let direct = direct_options().read(true).open(path);
     let (file, is_direct) = match direct {
         Ok(f) => (f, true),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
@@ -145,18 +149,36 @@ pub fn read_whole(path: &Path) -> io::Result<(Bytes, Metadata)> {
     let room = len.next_multiple_of(ALIGN);
     let start = buf.prepare(room)?;
     let window = buf.slice_mut(start, room);
+    // A short direct read leaving an unaligned rest, or a direct read refused (EINVAL), goes
+    // on through one buffered handle.
+    let (mut direct, mut buffered) = if is_direct {
+        (Some(file), None)
+    } else {
+        (None, Some(file))
+    };
     let mut filled = 0;
     while filled < len {
-        let n = if is_direct && filled.is_multiple_of(ALIGN) {
-            match file.read_at(&mut window[filled..], filled as u64) {
+        let direct_read = match direct.as_ref().filter(|_| filled.is_multiple_of(ALIGN)) {
+            Some(d) => match d.read_at(&mut window[filled..], filled as u64) {
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                    File::open(path)?.read_at(&mut window[filled..len], filled as u64)?
+                    direct = None;
+                    None
                 }
-                other => other?,
+                other => Some(other?),
+            },
+            None => None,
+        };
+        let n = match direct_read {
+            Some(n) => n,
+            None => {
+                let handle = match buffered.take() {
+                    Some(f) => f,
+                    None => File::open(path)?,
+                };
+                let n = handle.read_at(&mut window[filled..len], filled as u64)?;
+                buffered = Some(handle);
+                n
             }
-        } else {
-            // Buffered (no O_DIRECT here, or a short direct read left an unaligned rest).
-            File::open(path)?.read_at(&mut window[filled..len], filled as u64)?
         };
         if n == 0 {
             break;
@@ -218,9 +240,8 @@ impl DirectFile {
                 if mode & rustix::fs::OFlags::ACCMODE == rustix::fs::OFlags::RDONLY {
                     return None;
                 }
-                OpenOptions::new()
+                direct_options()
                     .write(true)
-                    .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
                     .open(format!("/proc/self/fd/{}", self.buffered.as_raw_fd()))
                     .ok()
             })
@@ -362,11 +383,7 @@ mod tests {
         let out = DirectFile::new(file);
         // Where the file system takes O_DIRECT (ext4 here), aligned writes must not have
         // switched it off; on tmpfs everything goes buffered.
-        let supports_direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-            .open(&path)
-            .is_ok();
+        let supports_direct = direct_options().write(true).open(&path).is_ok();
         let mut expected = vec![0u8; 3 * ALIGN * 4 + 100];
         let pieces: [(usize, usize); 4] = [
             (0, 2 * ALIGN),            // aligned

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 
-use crate::compress::{Compression, open_block};
+use crate::compress::{Compression, with_open_block};
 use crate::error::{Error, Result};
 use crate::lock::{HeldLock, LockKind};
 use crate::names::{block_path, validate_name};
@@ -147,7 +147,8 @@ impl Store {
                     let n = stored.len() as u64;
                     let c = checksum.clone();
                     let problem = tokio::task::spawn_blocking(move || {
-                        open_block(compression, &stored, &c, bs, &label, &rel)
+                        // Checked in the reused per-thread buffer; the content is not kept.
+                        with_open_block(compression, &stored, &c, bs, &label, &rel, |_| ())
                             .err()
                             .map(|e| BlockProblem::Corrupt(e.to_string()))
                     })

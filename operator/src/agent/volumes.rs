@@ -538,19 +538,14 @@ async fn reconcile_inner(
             reason,
             message,
         } => {
-            let previous = volume
-                .status
-                .as_ref()
-                .and_then(|s| status::find(s.conditions.as_deref(), READY))
-                .map(|c| c.reason.clone());
-            if previous.as_deref() != Some(reason) {
-                ctx.events.warning(volume, reason, message.clone()).await;
-            }
-            let ready = Cond::new(false, reason, message);
-            write(
+            not_ready(
                 &api,
                 volume,
-                agent_status(volume, state, ready, Update::default()),
+                ctx,
+                state,
+                READY,
+                (reason, message),
+                Update::default(),
             )
             .await?;
             Ok(Action::await_change())
@@ -575,6 +570,29 @@ async fn reconcile_inner(
         }
         Plan::Follow { to } => follow(volume, ctx, &api, to, cache).await,
     }
+}
+
+/// Writes `state` with `Ready=False` (`reason`, `message`) plus `update`, and a warning Event
+/// the first time the `watched` condition takes that reason (not on every retry).
+async fn not_ready(
+    api: &Api<Volume>,
+    volume: &Volume,
+    ctx: &AgentContext,
+    state: VolumeState,
+    watched: &str,
+    (reason, message): (&'static str, String),
+    update: Update,
+) -> Result<(), Error> {
+    let previous = volume
+        .status
+        .as_ref()
+        .and_then(|s| status::find(s.conditions.as_deref(), watched))
+        .map(|c| c.reason.as_str());
+    if previous != Some(reason) {
+        ctx.events.warning(volume, reason, message.clone()).await;
+    }
+    let ready = Cond::new(false, reason, message);
+    write(api, volume, agent_status(volume, state, ready, update)).await
 }
 
 /// Apply `new` unless it changes nothing.
@@ -706,19 +724,14 @@ async fn create_on_image(
     size: u64,
 ) -> Result<Created, Error> {
     let waiting = |state: VolumeState, reason: &'static str, message: String, retry: Duration| async move {
-        let previous = volume
-            .status
-            .as_ref()
-            .and_then(|s| status::find(s.conditions.as_deref(), READY))
-            .map(|c| c.reason.clone());
-        if previous.as_deref() != Some(reason) {
-            ctx.events.warning(volume, reason, message.clone()).await;
-        }
-        let ready = Cond::new(false, reason, message);
-        write(
+        not_ready(
             api,
             volume,
-            agent_status(volume, state, ready, Update::default()),
+            ctx,
+            state,
+            READY,
+            (reason, message),
+            Update::default(),
         )
         .await?;
         Ok::<_, Error>(Created::Waiting(Action::requeue(retry)))
@@ -861,25 +874,12 @@ async fn restore_backup(
 ) -> Result<Created, Error> {
     let name = volume.name_any();
     let waiting = |reason: &'static str, message: String| async move {
-        let previous = volume
-            .status
-            .as_ref()
-            .and_then(|s| status::find(s.conditions.as_deref(), RESTORE))
-            .map(|c| c.reason.clone());
-        if previous.as_deref() != Some(reason) {
-            ctx.events.warning(volume, reason, message.clone()).await;
-        }
         let update = Update {
             restore: Some(Cond::new(false, reason, message.clone())),
             ..Update::default()
         };
-        let ready = Cond::new(false, reason, message);
-        write(
-            api,
-            volume,
-            agent_status(volume, VolumeState::Pending, ready, update),
-        )
-        .await?;
+        let state = VolumeState::Pending;
+        not_ready(api, volume, ctx, state, RESTORE, (reason, message), update).await?;
         Ok::<_, Error>(Created::Waiting(Action::requeue(RETRY_EVERY)))
     };
     let (backup, store) = match open_store(volume, ctx, url).await? {
