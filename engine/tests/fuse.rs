@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use engine::frontend::{FrontendError, FuseOptions, MountedVolumes};
+use engine::frontend::{FrontendError, FuseOptions, MountedVolumes, prepare_mount_point};
 use engine::{Engine, Volume};
 use rustix::fs::FallocateFlags;
 
@@ -437,5 +437,81 @@ fn unusable_mount_requests_are_refused() -> TestResult {
         MountedVolumes::mount(&file, &FuseOptions::default()),
         Err(FrontendError::MountPointNotDirectory { .. })
     ));
+    Ok(())
+}
+
+/// Whether `dir` is a mount point, read from this process's mount table.
+fn is_mount_point(dir: &Path) -> io::Result<bool> {
+    let table = fs::read_to_string("/proc/self/mountinfo")?;
+    let dir = path_str(dir)?;
+    Ok(table
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(dir)))
+}
+
+/// Not a test: the child process of `missing_and_dead_mount_points_are_made_usable`, which
+/// serves an empty volume directory at `BULWARK_FUSE_HELPER_DIR` until it is killed. Without
+/// that variable (a plain `--ignored` run) it has nothing to do.
+#[test]
+#[ignore = "run by missing_and_dead_mount_points_are_made_usable as its FUSE server"]
+fn fuse_server_until_killed() -> TestResult {
+    let Some(dir) = std::env::var_os("BULWARK_FUSE_HELPER_DIR") else {
+        return Ok(());
+    };
+    let _mounted = MountedVolumes::mount(Path::new(&dir), &FuseOptions::default())?;
+    std::thread::sleep(std::time::Duration::from_secs(600));
+    Ok(())
+}
+
+/// An agent's mount directory may not exist yet (first start with the default `<data>/mnt`)
+/// or may hold the mount of an agent killed with SIGKILL; both must be made usable.
+#[test]
+fn missing_and_dead_mount_points_are_made_usable() -> TestResult {
+    if !fuse_available() {
+        return Ok(());
+    }
+    let root = tempfile::tempdir()?;
+    let dir = root.path().join("data/mnt");
+    prepare_mount_point(&dir)?;
+    assert!(
+        dir.is_dir(),
+        "the missing mount point and its parent are created"
+    );
+
+    let mut server = Command::new(std::env::current_exe()?)
+        .args(["--exact", "fuse_server_until_killed", "--ignored"])
+        .env("BULWARK_FUSE_HELPER_DIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !is_mount_point(&dir)? {
+        if let Some(status) = server.try_wait()? {
+            return Err(
+                format!("the FUSE server process exited ({status}) before mounting").into(),
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the FUSE server process did not mount {} within 60 s",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.kill()?;
+    server.wait()?;
+    let dead = fs::metadata(&dir).expect_err("a mount without its server cannot be used");
+    assert_eq!(
+        dead.raw_os_error(),
+        Some(rustix::io::Errno::NOTCONN.raw_os_error())
+    );
+
+    prepare_mount_point(&dir)?;
+    assert!(!is_mount_point(&dir)?, "the dead mount is gone");
+    let engine = Engine::open(root.path().join("data/engine"))?;
+    let mounted = MountedVolumes::mount(&dir, &FuseOptions::default())?;
+    mounted.add("v1", create_volume(&engine, "v1", MIB)?)?;
+    assert_eq!(fs::metadata(dir.join("v1"))?.len(), MIB);
+    mounted.remove("v1")?;
+    mounted.unmount()?;
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! The two long-running modes: `run` (controller) and `agent` (node agent).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use config::{AgentConfig, ControllerConfig};
+use engine::frontend::{FuseOptions, MountedVolumes};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{self, AgentContext};
@@ -34,9 +36,12 @@ pub async fn controller(config: ControllerConfig) -> anyhow::Result<()> {
     readiness.done("cluster");
 
     if config.install_crds {
-        crds::install(&client)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot install the CRDs (--install-crds): {e}"))?;
+        crds::install(&client).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot install the CRDs (--install-crds): {e}; {}",
+                crds::install_hint(&e)
+            )
+        })?;
     }
     if !wait_for_crds(&client, &readiness, &shutdown).await {
         return finish(server).await;
@@ -167,18 +172,7 @@ pub async fn agent(config: AgentConfig) -> anyhow::Result<()> {
     .await?;
     let client = cluster::client(&config.common.cluster).await?;
     readiness.done("cluster");
-    let frontend = match engine::frontend::MountedVolumes::mount(
-        &config.mount_dir,
-        &engine::frontend::FuseOptions::default(),
-    ) {
-        Ok(mounted) => Some(mounted),
-        Err(error) => {
-            // Data work (snapshots, backups, restores) still runs; only serving is missing.
-            tracing::error!(%error, dir = %config.mount_dir.display(),
-                "cannot mount the FUSE frontend (--mount-dir / BULWARK_MOUNT_DIR): volumes will not be served");
-            None
-        }
-    };
+    let frontend = serve_volumes(&config.mount_dir, &readiness);
     tracing::info!(node = %config.node_name, data_dir = %config.data_dir.display(), "agent started");
     // NFS exports are mounted under the data dir, the one host path the DaemonSet gives.
     let stores = Arc::new(Stores::new(backupstore::target::ConnectOptions {
@@ -211,4 +205,66 @@ pub async fn agent(config: AgentConfig) -> anyhow::Result<()> {
         tracing::warn!(%error, "cannot unmount the FUSE frontend");
     }
     finish(server).await
+}
+
+/// What `/readyz` waits for while the agent's volumes cannot be served.
+const FRONTEND: &str = "volume frontend";
+
+/// The FUSE directory serving this node's volumes at `mount_dir`, created when missing and
+/// freed of a mount left by a killed agent. When it cannot be had, data work (snapshots,
+/// backups, restores) still runs, but the agent is not ready and `/readyz` says why.
+fn serve_volumes(mount_dir: &Path, readiness: &Readiness) -> Option<MountedVolumes> {
+    let mounted = engine::frontend::prepare_mount_point(mount_dir)
+        .and_then(|()| MountedVolumes::mount(mount_dir, &FuseOptions::default()));
+    match mounted {
+        Ok(mounted) => {
+            readiness.done(FRONTEND);
+            Some(mounted)
+        }
+        Err(error) => {
+            tracing::error!(%error, dir = %mount_dir.display(),
+                "cannot mount the FUSE frontend (--mount-dir / BULWARK_MOUNT_DIR): volumes will not be served");
+            readiness.wait_for(
+                FRONTEND,
+                format!("volumes cannot be served (--mount-dir / BULWARK_MOUNT_DIR): {error}"),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_mount_dir_keeps_the_agent_unready_and_says_why() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"").expect("write");
+        let readiness = Readiness::default();
+        assert!(serve_volumes(&not_a_dir, &readiness).is_none());
+        let waiting = readiness.waiting();
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        assert!(
+            waiting[0].starts_with("volume frontend: volumes cannot be served (--mount-dir")
+                && waiting[0].contains(&not_a_dir.display().to_string()),
+            "{waiting:?}"
+        );
+    }
+
+    /// The default mount dir (`<data-dir>/mnt`) does not exist on a fresh node.
+    #[test]
+    fn a_missing_mount_dir_is_created_and_served() {
+        if !crate::agent::volumes::tests::fuse_available() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mount_dir = dir.path().join("data/mnt");
+        let readiness = Readiness::default();
+        let mounted = serve_volumes(&mount_dir, &readiness).expect("served");
+        assert!(readiness.waiting().is_empty(), "{:?}", readiness.waiting());
+        assert_eq!(mounted.mount_point(), mount_dir);
+        mounted.unmount().expect("unmounted");
+    }
 }

@@ -268,6 +268,30 @@ impl Drop for MountedVolumes {
     }
 }
 
+/// Makes `mount_point` ready for [`MountedVolumes::mount`]: creates it (and its parents) when
+/// missing, and takes away a FUSE mount left there by a process that died without unmounting
+/// (every access to such a mount fails with `ENOTCONN`, so nothing could be served there again).
+pub fn prepare_mount_point(mount_point: &Path) -> Result<(), FrontendError> {
+    let unusable = |source| FrontendError::MountPointUnusable {
+        path: mount_point.to_owned(),
+        source,
+    };
+    match std::fs::metadata(mount_point) {
+        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::NOTCONN.raw_os_error()) => {
+            tracing::warn!(mount_point = %mount_point.display(),
+                "removing the FUSE mount of a process that died without unmounting");
+            lazy_unmount(mount_point);
+            std::fs::metadata(mount_point).map_err(unusable)?;
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(mount_point).map_err(unusable)
+        }
+        Err(error) => Err(unusable(error)),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// `umount -l`, falling back to `fusermount3 -uz` for non-root users. Best effort: both failing
 /// leaves a mount that the kernel removes when this process exits.
 fn lazy_unmount(mount_point: &Path) {

@@ -995,7 +995,7 @@ async fn standby_restore_from_seaweedfs_with_a_credential_secret() {
 }
 
 /// Whether FUSE tests can run here; panics (unless `BULWARK_SKIP_FUSE_TESTS` is set) when not.
-fn fuse_available() -> bool {
+pub(crate) fn fuse_available() -> bool {
     let missing = if !Path::new("/dev/fuse").exists() {
         Some("/dev/fuse does not exist")
     } else if !tempfile::tempfile()
