@@ -303,6 +303,83 @@ async fn a_new_content_gets_the_finalizer_then_a_ready_snapshot_is_published() {
     assert_eq!(events(&events_list), vec![(false, "SnapshotReady".into())]);
 }
 
+/// The external snapshot-controller appends its bound-protection finalizer without looking, so
+/// a content can list it twice; server-side apply then fails with 500 for as long as the object
+/// stays so. The status must still be published: as a merge patch guarded by resourceVersion.
+#[tokio::test]
+async fn a_duplicated_foreign_finalizer_does_not_block_the_status() {
+    let world = World {
+        volumes: vec![volume("vol-1")],
+        snapshots: vec![snapshot("snap-1", "vol-1", true)],
+        ..World::default()
+    };
+    let (ctx, mut server, events_list) = context(&world);
+    let bound = "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
+    let doubled = content(json!({
+        "metadata": {"finalizers": [FINALIZER, bound, bound], "resourceVersion": "41"},
+        "spec": {"source": {"snapshotHandle": "snap://vol-1/snap-1"}}
+    }));
+    let reply = doubled.clone();
+    let script = tokio::spawn(async move {
+        let apply = server
+            .expect(Method::PATCH, &format!("{CONTENT}/status"))
+            .await;
+        assert_eq!(
+            apply.content_type.as_deref(),
+            Some("application/apply-patch+yaml")
+        );
+        apply.respond(json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
+                "message": format!(
+                    "failed to create typed live object: .metadata.finalizers: duplicate entries for key [value=\"{bound}\"]"
+                )
+            }),
+        ));
+        server
+            .expect(Method::GET, CONTENT)
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                serde_json::to_value(&reply).expect("json"),
+            ));
+        let merge = server
+            .expect(Method::PATCH, &format!("{CONTENT}/status"))
+            .await;
+        assert_eq!(
+            merge.content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert!(
+            merge
+                .query
+                .contains("fieldManager=bulwark-snapshot-content"),
+            "{}",
+            merge.query
+        );
+        let body = merge.json();
+        merge.respond(json_response(
+            StatusCode::OK,
+            serde_json::to_value(&reply).expect("json"),
+        ));
+        body
+    });
+    reconcile(&doubled, &ctx).await.expect("reconciled");
+    let body = finish(script).await;
+    assert_eq!(
+        body,
+        json!({
+            "metadata": {"resourceVersion": "41"},
+            "status": {
+                "snapshotHandle": "snap://vol-1/snap-1", "readyToUse": true,
+                "restoreSize": GIB, "creationTime": created_nanos()
+            }
+        })
+    );
+    assert_eq!(events(&events_list), vec![(false, "SnapshotReady".into())]);
+}
+
 #[tokio::test]
 async fn an_unchanged_status_is_not_written_again() {
     let world = World {
