@@ -19,6 +19,21 @@ pub async fn install(client: &kube::Client) -> Result<(), kube::Error> {
     Ok(())
 }
 
+/// What a user can do when [`install`] failed with `error`.
+pub fn install_hint(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(status) if status.message.contains("oldSelf") => {
+            "this API server cannot compile CEL transition rules (`oldSelf`, Kubernetes 1.25 and \
+             later): upgrade the cluster; the rules keep immutable fields immutable"
+        }
+        kube::Error::Api(status) if status.code == 403 => {
+            "bind the ClusterRole bulwark-crd-installer to this ServiceAccount, or apply \
+             deploy/crds.yaml yourself and run without --install-crds"
+        }
+        _ => "apply deploy/crds.yaml yourself and run without --install-crds",
+    }
+}
+
 /// Every CRD that is not installed and established yet, with what the user can do about it.
 pub async fn not_ready(client: &kube::Client) -> Result<Vec<(String, String)>, kube::Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -140,5 +155,24 @@ mod tests {
         });
         install(&client).await.expect("installed");
         script.await.expect("server script");
+    }
+
+    #[test]
+    fn a_server_without_transition_rules_is_named_as_the_cause() {
+        let refused = |code: u16, message: &str| {
+            kube::Error::Api(Box::new(
+                serde_json::from_value(serde_json::json!({
+                    "status": "Failure", "code": code, "message": message, "reason": "Invalid"
+                }))
+                .expect("a Status"),
+            ))
+        };
+        let old_server = refused(
+            422,
+            "compilation failed: ERROR: <input>:1:6: undeclared reference to 'oldSelf'",
+        );
+        assert!(install_hint(&old_server).contains("Kubernetes 1.25"));
+        assert!(install_hint(&refused(403, "forbidden")).contains("bulwark-crd-installer"));
+        assert!(install_hint(&refused(500, "etcd")).contains("deploy/crds.yaml"));
     }
 }
