@@ -139,7 +139,7 @@ pub struct VolumeStatus {
     pub last_backup_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_standby: Option<bool>,
-    /// A newer backup exists than the one restored.
+    /// The newest backup in the store is not restored yet (standby volumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_required: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,7 +149,7 @@ pub struct VolumeStatus {
     /// Percent (0–100) of the restore in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_progress: Option<i32>,
-    /// Seconds between the newest backup in the store and the restored one (standby volumes).
+    /// Seconds since the newest backup was taken while it is not restored; 0 once it is (standby).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dr_lag_seconds: Option<i64>,
     /// Labels of the volume's backups in the store.

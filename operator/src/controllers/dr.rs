@@ -3,6 +3,12 @@
 //! volume's `volume.cfg` says whether anything changed; only then is `volume.cfg` read. The
 //! newest backup goes to the volume's status (`lastBackup`, `lastBackupAt`, `restoreRequired`,
 //! `drLagSeconds`), where the owner agent picks it up and restores incrementally.
+//!
+//! `restoreRequired` and `drLagSeconds` say where the volume stands against that newest backup
+//! ([`standing`]): the lag is the time since the newest backup while it is not restored, 0 once
+//! it is. Every poll restates them when they moved (the lag grows while the volume is behind),
+//! and the volume controller calls [`settle`] on every change of a volume, so they turn
+//! `false`/`0` as soon as the agent records the newest backup as restored, not a poll later.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -53,32 +59,159 @@ impl TrackError {
     }
 }
 
-/// What the store says about the followed backup volume.
+/// What the store says about the followed backup volume: its newest backup and when it was
+/// taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Newest {
     pub backup: String,
     pub at: Option<jiff::Timestamp>,
-    /// When the backup the volume holds was taken (None when nothing is restored yet or that
-    /// backup is gone).
-    pub restored_at: Option<jiff::Timestamp>,
 }
 
-/// Lag: seconds between the newest backup and the restored one (0 when caught up).
-pub fn lag_seconds(newest: &Newest, last_restored: Option<&str>) -> Option<i64> {
-    if last_restored == Some(newest.backup.as_str()) {
-        return Some(0);
+/// Where a standby volume stands against the newest backup of the backup volume it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The newest backup is not restored yet.
+    pub restore_required: bool,
+    /// Seconds since the newest backup was taken while it is not restored; 0 once it is. None
+    /// when the newest backup's time is unknown.
+    pub lag_seconds: Option<i64>,
+}
+
+/// Where a volume that restored `last_restored` stands at `now` against the `newest` backup,
+/// taken at `newest_at`: caught up (not required, lag 0) once the newest backup is the restored
+/// one; otherwise behind by the time since the newest backup was taken. (Not the distance
+/// between the two backups: a volume that restored the previous backup long ago and misses one
+/// taken a second ago is a second behind what the store offers.)
+pub fn standing(
+    newest: &str,
+    newest_at: Option<jiff::Timestamp>,
+    last_restored: Option<&str>,
+    now: jiff::Timestamp,
+) -> Standing {
+    if newest.is_empty() || last_restored == Some(newest) {
+        // Caught up, or the backup volume holds no backup: nothing to restore.
+        return Standing {
+            restore_required: false,
+            lag_seconds: Some(0),
+        };
     }
-    Some((newest.at?.as_second() - newest.restored_at?.as_second()).max(0))
+    Standing {
+        restore_required: true,
+        lag_seconds: newest_at.map(|at| (now.as_second() - at.as_second()).max(0)),
+    }
 }
 
-/// The status fields this tracker owns.
-pub fn status_body(newest: &Newest, last_restored: Option<&str>) -> serde_json::Value {
+/// The status fields this tracker owns, for `newest` and where the volume stands against it
+/// (the `Standby` condition is added by the caller).
+pub fn status_body(newest: &Newest, standing: Standing) -> serde_json::Value {
     serde_json::json!({
         "lastBackup": newest.backup,
         "lastBackupAt": newest.at.map(status::Time),
-        "restoreRequired": last_restored != Some(newest.backup.as_str()),
-        "drLagSeconds": lag_seconds(newest, last_restored),
+        "restoreRequired": standing.restore_required,
+        "drLagSeconds": standing.lag_seconds,
     })
+}
+
+/// Where `volume` stands at `now` by its own status: the newest backup the tracker published
+/// (`lastBackup`, `lastBackupAt`) against the one the agent restored (`lastRestoredBackup`).
+/// None until the tracker published a newest backup.
+pub fn standing_of(volume: &Volume, now: jiff::Timestamp) -> Option<Standing> {
+    let status = volume.status.as_ref()?;
+    let newest = status.last_backup.as_deref()?;
+    Some(standing(
+        newest,
+        status.last_backup_at.as_ref().map(|t| t.0),
+        status.last_restored_backup.as_deref(),
+        now,
+    ))
+}
+
+/// The tracker's status fields restating the newest backup `volume`'s status already holds with
+/// a new `standing`, and its `Standby` condition as it is (server-side apply drops the fields of
+/// a manager that it stops sending).
+pub fn restated(volume: &Volume, standing: Standing) -> serde_json::Value {
+    let status = volume.status.clone().unwrap_or_default();
+    let newest = Newest {
+        backup: status.last_backup.unwrap_or_default(),
+        at: status.last_backup_at.map(|t| t.0),
+    };
+    let mut body = status_body(&newest, standing);
+    let standby = status::find(status.conditions.as_deref(), "Standby").cloned();
+    body["conditions"] = serde_json::json!(standby.into_iter().collect::<Vec<_>>());
+    body
+}
+
+/// What the volume's status says now about where it stands.
+fn stated(volume: &Volume) -> (Option<bool>, Option<i64>) {
+    let status = volume.status.as_ref();
+    (
+        status.and_then(|s| s.restore_required),
+        status.and_then(|s| s.dr_lag_seconds),
+    )
+}
+
+/// Called by the volume controller on every change of a volume: once the agent recorded the
+/// newest backup the tracker published as restored (or a restore left a volume behind again),
+/// `restoreRequired` and `drLagSeconds` are restated at once instead of at the next poll. A lag
+/// that only grew is left to the poll (writing it here would trigger the next change). An
+/// activated volume is only ever cleared.
+pub async fn settle(ctx: &Context, volume: &Volume) -> Result<(), kube::Error> {
+    if volume.spec.from_backup.is_none() {
+        return Ok(());
+    }
+    let Some(standing) = standing_of(volume, jiff::Timestamp::now()) else {
+        return Ok(());
+    };
+    let followed = is_followed(volume);
+    if standing.restore_required && !followed {
+        return Ok(());
+    }
+    let (required, lag) = stated(volume);
+    let settled = required == Some(standing.restore_required)
+        && (standing.restore_required || lag == standing.lag_seconds);
+    if settled {
+        return Ok(());
+    }
+    let api: Api<Volume> = Api::namespaced(ctx.client.clone(), &ctx.config.common.namespace);
+    let applied = restate(&api, volume, standing).await?;
+    if applied
+        && followed
+        && let Some(lag) = standing.lag_seconds
+    {
+        ctx.metrics
+            .dr_lag
+            .with_label_values(&[&volume.name_any()])
+            .set(lag);
+    }
+    Ok(())
+}
+
+/// Apply [`restated`] fields to `volume` only while it is still the version they were computed
+/// from (`metadata.resourceVersion` as a precondition): restating an older `lastBackup` must
+/// never undo a newer one the tracker just published. A conflict means the volume changed; that
+/// change brings it back here (or to the next poll), so it is no error. Whether it applied.
+async fn restate(
+    api: &Api<Volume>,
+    volume: &Volume,
+    standing: Standing,
+) -> Result<bool, kube::Error> {
+    let mut body = serde_json::json!({
+        "apiVersion": <Volume as kube::Resource>::api_version(&()),
+        "kind": <Volume as kube::Resource>::kind(&()),
+        "status": restated(volume, standing),
+    });
+    if let Some(version) = volume.resource_version() {
+        body["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
+    let params = kube::api::PatchParams::apply(status::managers::DR).force();
+    match api
+        .patch_status(&volume.name_any(), &params, &kube::api::Patch::Apply(&body))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 fn timestamp(text: &str) -> Option<jiff::Timestamp> {
@@ -246,10 +379,25 @@ pub async fn track(
         .status
         .as_ref()
         .and_then(|s| s.last_restored_backup.as_deref());
+    let now = jiff::Timestamp::now();
     match result {
-        Ok(None) => Ok(()),
+        Ok(None) => {
+            // The store is unchanged, the volume may not be: its restore may have caught up,
+            // and the lag grows while it is behind.
+            let Some(standing) = standing_of(volume, now) else {
+                return Ok(());
+            };
+            if let Some(lag) = standing.lag_seconds {
+                ctx.metrics.dr_lag.with_label_values(&[&name]).set(lag);
+            }
+            if stated(volume) != (Some(standing.restore_required), standing.lag_seconds) {
+                restate(&api, volume, standing).await?;
+            }
+            Ok(())
+        }
         Ok(Some((newest, stamp))) => {
-            let mut body = status_body(&newest, last_restored);
+            let standing = standing(&newest.backup, newest.at, last_restored, now);
+            let mut body = status_body(&newest, standing);
             let standby = status::condition(
                 conditions,
                 "Standby",
@@ -260,10 +408,10 @@ pub async fn track(
             );
             body["conditions"] = serde_json::json!([standby]);
             status::apply(&api, &name, status::managers::DR, body).await?;
-            if let Some(lag) = lag_seconds(&newest, last_restored) {
+            if let Some(lag) = standing.lag_seconds {
                 ctx.metrics.dr_lag.with_label_values(&[&name]).set(lag);
             }
-            if last_restored != Some(newest.backup.as_str()) {
+            if standing.restore_required {
                 ctx.events
                     .normal(volume, "NewBackup", format!("backup {} is newer than the restored one; the agent restores it incrementally", newest.backup))
                     .await;
@@ -336,36 +484,14 @@ async fn newest_if_changed(
     if known && stamps.get(&volume.name_any()) == Some(&stamp) {
         return Ok(None);
     }
-    let last_restored = volume
-        .status
-        .as_ref()
-        .and_then(|s| s.last_restored_backup.clone());
-    Ok(Some((
-        newest(&store, &url.volume, last_restored.as_deref()).await?,
-        stamp,
-    )))
+    Ok(Some((newest(&store, &url.volume).await?, stamp)))
 }
 
-async fn newest(
-    store: &Store,
-    volume: &str,
-    last_restored: Option<&str>,
-) -> Result<Newest, TrackError> {
+async fn newest(store: &Store, volume: &str) -> Result<Newest, TrackError> {
     let config = store.inspect_volume(volume).await?;
-    let restored_at = match last_restored {
-        Some(backup) if backup != config.last_backup_name => {
-            match store.inspect_backup(volume, backup).await {
-                Ok(restored) => timestamp(&restored.snapshot_created_at),
-                Err(backupstore::Error::BackupNotFound { .. }) => None,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        _ => None,
-    };
     Ok(Newest {
         backup: config.last_backup_name,
         at: timestamp(&config.last_backup_at),
-        restored_at,
     })
 }
 
@@ -379,24 +505,58 @@ mod tests {
         jiff::Timestamp::from_second(second).ok()
     }
 
+    fn instant(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(second).expect("a valid time")
+    }
+
     #[test]
-    fn lag_is_the_distance_between_newest_and_restored() {
+    fn lag_is_the_time_since_the_newest_backup_until_it_is_restored() {
         let newest = Newest {
             backup: "b3".into(),
             at: at(1000),
-            restored_at: at(400),
         };
-        assert_eq!(lag_seconds(&newest, Some("b1")), Some(600));
-        assert_eq!(lag_seconds(&newest, Some("b3")), Some(0));
-        let unknown = Newest {
-            restored_at: None,
-            ..newest.clone()
-        };
-        assert_eq!(lag_seconds(&unknown, None), None);
-        let body = status_body(&newest, Some("b1"));
+        // Restored b1 long ago, b3 taken 4 s ago: 4 s behind what the store offers (not the
+        // distance between b1 and b3).
+        let behind = standing("b3", at(1000), Some("b1"), instant(1004));
+        assert_eq!(
+            behind,
+            Standing {
+                restore_required: true,
+                lag_seconds: Some(4)
+            }
+        );
+        // The lag grows while the newest backup waits.
+        assert_eq!(
+            standing("b3", at(1000), Some("b1"), instant(1090)).lag_seconds,
+            Some(90)
+        );
+        // Nothing restored yet: behind as well.
+        assert!(standing("b3", at(1000), None, instant(1004)).restore_required);
+        // Caught up: not required, no lag, however old the backup.
+        let caught_up = standing("b3", at(1000), Some("b3"), instant(5000));
+        assert_eq!(
+            caught_up,
+            Standing {
+                restore_required: false,
+                lag_seconds: Some(0)
+            }
+        );
+        // A clock behind the store's never makes a negative lag; an unknown time none.
+        assert_eq!(
+            standing("b3", at(1000), Some("b1"), instant(990)).lag_seconds,
+            Some(0)
+        );
+        assert_eq!(
+            standing("b3", None, Some("b1"), instant(990)).lag_seconds,
+            None
+        );
+        let body = status_body(&newest, behind);
         assert_eq!(body["restoreRequired"], true);
+        assert_eq!(body["drLagSeconds"], 4);
         assert_eq!(body["lastBackup"], "b3");
-        assert_eq!(status_body(&newest, Some("b3"))["restoreRequired"], false);
+        let body = status_body(&newest, caught_up);
+        assert_eq!(body["restoreRequired"], false);
+        assert_eq!(body["drLagSeconds"], 0);
     }
 
     fn standby(json: serde_json::Value) -> Volume {
@@ -532,33 +692,139 @@ mod tests {
                 patch.query
             );
             let body = patch.json();
-            assert_eq!(body["status"]["lastBackup"], expected.as_str());
-            assert_eq!(body["status"]["restoreRequired"], true);
-            assert!(
-                body["status"]["drLagSeconds"]
-                    .as_i64()
-                    .is_some_and(|lag| lag >= 1),
-                "{body}"
-            );
-            assert_eq!(body["status"]["conditions"][0]["type"], "Standby");
             patch.respond(json_response(StatusCode::OK, answer));
-            server
+            (server, body)
         });
         let mut stamps = HashMap::new();
+        let before = jiff::Timestamp::now();
         track(&ctx, &volume, std::slice::from_ref(&target), &mut stamps)
             .await
             .expect("tracked");
-        let server = script.await.expect("script");
+        let after = jiff::Timestamp::now();
+        let (server, body) = script.await.expect("script");
+        assert_eq!(body["status"]["lastBackup"], expected.as_str());
+        assert_eq!(body["status"]["restoreRequired"], true);
+        assert_eq!(body["status"]["conditions"][0]["type"], "Standby");
+        // The lag is the time since the newest backup, measured when it was written.
+        let taken: jiff::Timestamp = body["status"]["lastBackupAt"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("lastBackupAt");
+        let lag = body["status"]["drLagSeconds"].as_i64().expect("a lag");
+        assert!(
+            (before.as_second() - taken.as_second()..=after.as_second() - taken.as_second())
+                .contains(&lag),
+            "{body}"
+        );
         assert_eq!(events.lock().expect("events")[0].reason, "NewBackup");
-        // Same store, status now known: no request at all (the mock is gone, any would fail).
+        // Same store, the volume caught up and says so: no request at all (the mock is gone,
+        // any would fail).
         drop(server);
         let mut known = volume.clone();
         if let Some(status) = known.status.as_mut() {
-            status.last_backup = Some(second);
+            status.last_backup = Some(second.clone());
+            status.last_restored_backup = Some(second);
+            status.restore_required = Some(false);
+            status.dr_lag_seconds = Some(0);
         }
         track(&ctx, &known, std::slice::from_ref(&target), &mut stamps)
             .await
             .expect("nothing changed");
+    }
+
+    /// The incident: the agent restored the newest backup 4 s after it was taken, and the
+    /// volume kept `restoreRequired: true`, `drLagSeconds: 87` (the gap between the two
+    /// backups), because an unchanged store wrote nothing. Now an unchanged store still
+    /// restates where the volume stands: caught up, then (for another volume) behind by the
+    /// time since the newest backup, which the metric follows.
+    #[tokio::test]
+    async fn a_poll_of_an_unchanged_store_restates_a_caught_up_or_lagging_volume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store_dir = dir.path().join("store");
+        std::fs::create_dir_all(&store_dir).expect("store dir");
+        let (first, second) = store_with_two_backups(&store_dir).await;
+        let store = Store::new(
+            backupstore::target::local::open_directory(&store_dir).expect("dir"),
+            Default::default(),
+        );
+        let stamp = store
+            .volume_stamp("src")
+            .await
+            .expect("stamp")
+            .expect("the volume exists");
+        let url = format!("file://{}", store_dir.display());
+        let target: BackupTarget = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bulwark.io/v1beta1", "kind": "BackupTarget",
+            "metadata": {"name": "default", "namespace": "bulwark-system"},
+            "spec": {"backupTargetURL": url}
+        }))
+        .expect("target");
+        let following = serde_json::json!({
+            "type": "Standby", "status": "True", "reason": "Following",
+            "message": format!("following backup volume; newest backup {second}"),
+            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1
+        });
+        let stale = |restored: &str, backup_at: &str| {
+            standby(serde_json::json!({
+                "spec": {"fromBackup": format!("{url}?backup={first}&volume=src")},
+                "status": {"lastBackup": second, "lastBackupAt": backup_at,
+                           "lastRestoredBackup": restored, "restoreRequired": true,
+                           "drLagSeconds": 87, "conditions": [following]}
+            }))
+        };
+        let caught_up = stale(&second, "2026-01-01T00:00:00Z");
+        let lagging = stale(&first, "2020-01-01T00:00:00Z");
+        let (ctx, mut server, events) = testing::context();
+        let answer = serde_json::to_value(&caught_up).expect("json");
+        let script = tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            for _ in 0..2 {
+                let patch = server
+                    .expect(
+                        Method::PATCH,
+                        "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/volumes/dr-1/status",
+                    )
+                    .await;
+                assert!(
+                    patch.query.contains("fieldManager=bulwark-dr"),
+                    "{}",
+                    patch.query
+                );
+                bodies.push(patch.json());
+                patch.respond(json_response(StatusCode::OK, answer.clone()));
+            }
+            bodies
+        });
+        let targets = std::slice::from_ref(&target);
+        let mut stamps = HashMap::from([("dr-1".to_owned(), stamp)]);
+        track(&ctx, &caught_up, targets, &mut stamps)
+            .await
+            .expect("tracked");
+        let lag_0 = ctx.metrics.dr_lag.with_label_values(&["dr-1"]).get();
+        let before = jiff::Timestamp::now();
+        track(&ctx, &lagging, targets, &mut stamps)
+            .await
+            .expect("tracked");
+        let lag_1 = ctx.metrics.dr_lag.with_label_values(&["dr-1"]).get();
+        // With the client gone, a request the code did not make fails the script, not a hang.
+        drop(ctx);
+        let bodies = script.await.expect("two status writes");
+        let status = &bodies[0]["status"];
+        assert_eq!(status["restoreRequired"], false, "{status}");
+        assert_eq!(status["drLagSeconds"], 0, "{status}");
+        assert_eq!(status["lastBackup"], second.as_str());
+        assert_eq!(status["lastBackupAt"], "2026-01-01T00:00:00Z");
+        // The tracker's condition goes along unchanged (apply would drop it otherwise).
+        assert_eq!(status["conditions"], serde_json::json!([following]));
+        assert_eq!(lag_0, 0);
+        let status = &bodies[1]["status"];
+        assert_eq!(status["restoreRequired"], true, "{status}");
+        let since: jiff::Timestamp = "2020-01-01T00:00:00Z".parse().expect("time");
+        let lag = status["drLagSeconds"].as_i64().expect("a lag");
+        assert!(lag >= before.as_second() - since.as_second(), "{status}");
+        assert!(lag > 87, "{status}");
+        assert_eq!(lag_1, lag);
+        assert!(events.lock().expect("events").is_empty());
     }
 
     #[tokio::test]

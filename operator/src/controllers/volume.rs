@@ -1,6 +1,8 @@
 //! Volume placement (controller side): validate the spec, hold the data finalizer, default the
 //! backup settings from configuration, and place the volume on a node that runs an agent by
-//! recording it in `status.ownerID`. Everything after placement is the owner agent's work.
+//! recording it in `status.ownerID`. Everything after placement is the owner agent's work,
+//! except the DR fields of a standby volume, restated when its restore catches up
+//! ([`super::dr::settle`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -280,6 +282,9 @@ pub async fn reconcile(volume: &Volume, ctx: &Context) -> Result<Action, Error> 
             .await?;
     }
     if owner.is_some() {
+        // A standby volume's restore may just have caught up with the newest backup: its
+        // `restoreRequired` and `drLagSeconds` say so now, not at the next DR poll.
+        super::dr::settle(ctx, volume).await?;
         return Ok(Action::await_change());
     }
 
@@ -704,6 +709,83 @@ mod tests {
         });
         reconcile(&vol, &ctx).await.expect("reconciled");
         script.await.expect("server script");
+    }
+
+    /// The agent records the newest backup as restored: the volume controller, which sees that
+    /// change, clears `restoreRequired` and the lag at once (no DR poll in between). A volume
+    /// still behind, or already settled, costs no request.
+    #[tokio::test]
+    async fn a_standby_whose_restore_caught_up_says_so_at_once() {
+        let (ctx, mut server, _events) = testing::context();
+        let following = serde_json::json!({
+            "type": "Standby", "status": "True", "reason": "Following",
+            "message": "following backup volume; newest backup b2",
+            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1
+        });
+        let standby = |restored: &str, required: bool, lag: i64| {
+            volume(serde_json::json!({
+                "metadata": {"finalizers": ["bulwark.io/volume-data"], "resourceVersion": "7"},
+                "spec": {"standby": true, "backupCompressionMethod": "lz4", "backupBlockSize": "2Mi",
+                         "fromBackup": "s3://bucket@us-east-1/x/?backup=b1&volume=src"},
+                "status": {"ownerID": "node-a", "state": "Ready", "isStandby": true,
+                           "lastBackup": "b2", "lastBackupAt": "2026-01-01T00:00:00Z",
+                           "lastRestoredBackup": restored, "restoreRequired": required,
+                           "drLagSeconds": lag, "conditions": [following]}
+            }))
+        };
+        let restored = standby("b2", true, 87);
+        let answer = serde_json::to_value(&restored).expect("json");
+        let script = tokio::spawn(async move {
+            let patch = server
+                .expect(Method::PATCH, &format!("{VOLUMES}/vol-1/status"))
+                .await;
+            assert!(
+                patch.query.contains("fieldManager=bulwark-dr"),
+                "{}",
+                patch.query
+            );
+            let body = patch.json();
+            patch.respond(json_response(StatusCode::OK, answer));
+            body
+        });
+        assert_eq!(
+            reconcile(&restored, &ctx).await.expect("reconciled"),
+            Action::await_change()
+        );
+        assert_eq!(ctx.metrics.dr_lag.with_label_values(&["vol-1"]).get(), 0);
+        // With the client gone, a missing request fails the script instead of waiting for it.
+        drop(ctx);
+        let body = script.await.expect("the DR fields were restated");
+        // Only onto the version read: a newer backup published meanwhile is never undone.
+        assert_eq!(body["metadata"]["resourceVersion"], "7");
+        assert_eq!(
+            body["status"],
+            serde_json::json!({
+                "lastBackup": "b2", "lastBackupAt": "2026-01-01T00:00:00Z",
+                "restoreRequired": false, "drLagSeconds": 0, "conditions": [following]
+            })
+        );
+        // Settled, or behind with a lag the DR poll keeps current: nothing to write (the
+        // server is gone: any request would fail the reconcile).
+        let (ctx, server, _events) = testing::context();
+        drop(server);
+        for settled in [standby("b2", false, 0), standby("b1", true, 5)] {
+            reconcile(&settled, &ctx).await.expect("no request");
+        }
+        // The volume changed since it was read: nothing applied, no error (that change
+        // reconciles it again).
+        let (ctx, mut server, _events) = testing::context();
+        let script = tokio::spawn(async move {
+            server
+                .expect(Method::PATCH, &format!("{VOLUMES}/vol-1/status"))
+                .await
+                .respond(testing::status(409, "Conflict"));
+        });
+        reconcile(&restored, &ctx)
+            .await
+            .expect("a conflict is no error");
+        script.await.expect("one attempt");
+        assert!(!ctx.metrics.render().contains("bulwark_dr_lag_seconds"));
     }
 
     #[tokio::test]
