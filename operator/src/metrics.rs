@@ -1,10 +1,18 @@
 //! Prometheus metrics (`bulwark_` prefix): reconciles, the objects' state as their status says
 //! (refreshed from the caches, so series of deleted objects disappear), backup data-path
-//! figures and backup-target requests. Labels come from small fixed sets or object names,
-//! never error text.
+//! figures and backup-target requests. Labels come from small fixed sets or the names of
+//! long-lived objects (volume, backup target, recurring job, backing image), never the names of
+//! snapshots or backups (a volume makes thousands) and never error text: a volume's backup
+//! series describe its latest backup, its snapshot series all its snapshots together.
+//! `README.md` lists every metric; a test keeps that table equal to [`Metrics::catalog`].
 
+use std::sync::Arc;
+
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Error categories: a small fixed set, never error text.
@@ -38,6 +46,8 @@ impl ErrorCategory {
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    /// Everything registered, in registration order (for [`Metrics::catalog`]).
+    collectors: Arc<Vec<Box<dyn Collector>>>,
     reconciles: IntCounterVec,
     reconcile_errors: IntCounterVec,
     reconcile_duration: HistogramVec,
@@ -50,16 +60,19 @@ pub struct Metrics {
     pub volume_state: IntGaugeVec,
     /// `{volume}`: Unix time of the newest completed backup.
     pub volume_last_backup: IntGaugeVec,
-    /// `{volume, snapshot}`.
+    /// `{volume}`: bytes the volume's snapshots allocate, summed over them.
     pub snapshot_size: IntGaugeVec,
     /// `{image}`: Pending=1 Starting=2 InProgress=3 Ready=4 Failed=5 Unknown=6.
     pub backing_image_state: IntGaugeVec,
-    /// `{volume, backup}`: Pending=1 InProgress=2 Completed=3 Error=4 Unknown=5.
+    /// `{volume}`: state of the volume's latest Backup: Pending=1 InProgress=2 Completed=3
+    /// Error=4 Unknown=5.
     pub backup_state: IntGaugeVec,
-    /// `{volume, backup}`.
+    /// `{volume}`: size of the volume's latest completed backup.
     pub backup_size: IntGaugeVec,
-    /// `{volume, backup}`.
-    pub backup_uploaded: IntGaugeVec,
+    /// `{volume}`: seconds the volume's latest completed backup took (agent).
+    pub backup_last_duration: GaugeVec,
+    /// `{volume}`: bytes the volume's backups uploaded (agent).
+    pub backup_uploaded: IntCounterVec,
     /// `{kind=full|incremental, result=completed|error}`.
     pub backup_duration: HistogramVec,
     /// `{kind, counter=read|changed|uploaded|deduplicated}`.
@@ -68,7 +81,8 @@ pub struct Metrics {
     pub backup_target_available: IntGaugeVec,
     /// `{operation, result=success|error}`: requests to backup stores.
     pub backup_target_requests: IntCounterVec,
-    /// `{volume}`: seconds between the newest backup and the one a standby volume holds.
+    /// `{volume}`: seconds since the newest backup a standby volume has not restored yet (0
+    /// once it has).
     pub dr_lag: IntGaugeVec,
     /// `{category}`: failed checks of a standby volume's backup volume.
     pub dr_track_failures: IntCounterVec,
@@ -84,6 +98,17 @@ pub struct Metrics {
     pub recurring_job_schedule_lag: Histogram,
     /// `{job, reason}`: volumes a run skipped (Unchanged, BelowThreshold, Standby, Restoring, Detached).
     pub recurring_job_volumes_skipped: IntCounterVec,
+}
+
+/// One metric as registered: what `README.md` documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// With the `bulwark_` prefix.
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    pub labels: Vec<String>,
+    pub help: String,
 }
 
 /// The `bulwark_backing_image_state` value of `state`.
@@ -112,174 +137,197 @@ pub fn volume_state_value(state: crd_types::volume::VolumeState) -> i64 {
     }
 }
 
+/// Registers collectors and remembers them for the catalog.
+struct Builder {
+    registry: Registry,
+    collectors: Vec<Box<dyn Collector>>,
+}
+
+impl Builder {
+    fn add<C: Collector + Clone + 'static>(&mut self, c: C) -> Result<C, prometheus::Error> {
+        self.registry.register(Box::new(c.clone()))?;
+        self.collectors.push(Box::new(c.clone()));
+        Ok(c)
+    }
+
+    fn gauge(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntGaugeVec, prometheus::Error> {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn counter(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+
+    fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+        labels: &[&str],
+    ) -> Result<HistogramVec, prometheus::Error> {
+        self.add(HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets),
+            labels,
+        )?)
+    }
+}
+
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(Some("bulwark".into()), None)?;
-        let reconciles = IntCounterVec::new(
-            Opts::new(
-                "reconcile_total",
-                "Reconciles by controller and result (success, error).",
-            ),
+        let mut b = Builder {
+            registry: Registry::new_custom(Some("bulwark".into()), None)?,
+            collectors: Vec::new(),
+        };
+        let reconciles = b.counter(
+            "reconcile_total",
+            "Reconciles by controller and result (success, error).",
             &["controller", "result"],
         )?;
-        let reconcile_errors = IntCounterVec::new(
-            Opts::new(
-                "reconcile_errors_total",
-                "Failed reconciles by controller and error category.",
-            ),
+        let reconcile_errors = b.counter(
+            "reconcile_errors_total",
+            "Failed reconciles by controller and error category.",
             &["controller", "category"],
         )?;
-        let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new("reconcile_duration_seconds", "Time spent in one reconcile.")
-                .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+        let reconcile_duration = b.histogram(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile.",
+            vec![0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0],
             &["controller"],
         )?;
-        let leader = IntGauge::new("leader", "1 while this replica holds the controller lease.")?;
-        let build = IntGaugeVec::new(
-            Opts::new("build_info", "Version of the running binary."),
-            &["version"],
-        )?;
+        let leader = b.add(IntGauge::new(
+            "leader",
+            "1 while this replica holds the controller lease.",
+        )?)?;
+        let build = b.gauge("build_info", "Version of the running binary.", &["version"])?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let gauge =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
-                let vec = IntGaugeVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(vec.clone()))?;
-                Ok(vec)
-            };
-        let volume_capacity = gauge(
+        let volume_capacity = b.gauge(
             "volume_capacity_bytes",
             "Volume size (spec.size).",
             &["volume"],
         )?;
-        let volume_actual_size = gauge(
+        let volume_actual_size = b.gauge(
             "volume_actual_size_bytes",
             "Bytes the volume's layers allocate on its node.",
             &["volume"],
         )?;
-        let volume_state = gauge(
+        let volume_state = b.gauge(
             "volume_state",
             "Volume state: Pending=1 Creating=2 Restoring=3 Ready=4 Faulted=5 Deleting=6.",
             &["volume"],
         )?;
-        let volume_last_backup = gauge(
+        let volume_last_backup = b.gauge(
             "volume_last_backup_timestamp_seconds",
             "Unix time of the volume's newest completed backup.",
             &["volume"],
         )?;
-        let snapshot_size = gauge(
+        let snapshot_size = b.gauge(
             "snapshot_size_bytes",
-            "Bytes the snapshot's layer allocates.",
-            &["volume", "snapshot"],
+            "Bytes the layers of the volume's snapshots allocate, summed over its snapshots.",
+            &["volume"],
         )?;
-        let backing_image_state = gauge(
+        let backing_image_state = b.gauge(
             "backing_image_state",
             "Backing image state: Pending=1 Starting=2 InProgress=3 Ready=4 Failed=5 Unknown=6.",
             &["image"],
         )?;
-        let backup_state = gauge(
+        let backup_state = b.gauge(
             "backup_state",
-            "Backup state: Pending=1 InProgress=2 Completed=3 Error=4 Unknown=5.",
-            &["volume", "backup"],
+            "State of the volume's latest backup: Pending=1 InProgress=2 Completed=3 Error=4 Unknown=5.",
+            &["volume"],
         )?;
-        let backup_size = gauge(
+        let backup_size = b.gauge(
             "backup_size_bytes",
-            "Bytes of volume data the backup holds.",
-            &["volume", "backup"],
+            "Bytes of volume data the volume's latest completed backup holds.",
+            &["volume"],
         )?;
-        let backup_uploaded = gauge(
-            "backup_uploaded_bytes",
-            "Bytes the backup uploaded (new blocks, compressed).",
-            &["volume", "backup"],
+        let backup_last_duration = b.add(GaugeVec::new(
+            Opts::new(
+                "backup_last_duration_seconds",
+                "Time the volume's latest completed backup took (agent).",
+            ),
+            &["volume"],
+        )?)?;
+        let backup_uploaded = b.counter(
+            "backup_uploaded_bytes_total",
+            "Bytes the volume's backups uploaded (new blocks, compressed; agent).",
+            &["volume"],
         )?;
-        let backup_target_available = gauge(
+        let backup_duration = b.histogram(
+            "backup_duration_seconds",
+            "Time one backup took, by kind and result (agent).",
+            vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0],
+            &["kind", "result"],
+        )?;
+        let backup_bytes = b.counter(
+            "backup_bytes_total",
+            "Bytes backups read, found changed, uploaded and deduplicated (agent).",
+            &["kind", "counter"],
+        )?;
+        let backup_target_available = b.gauge(
             "backup_target_available",
             "1 when the backup target answered its last probe.",
             &["target"],
         )?;
-        let backup_duration = HistogramVec::new(
-            HistogramOpts::new("backup_duration_seconds", "Time one backup took.")
-                .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0]),
-            &["kind", "result"],
-        )?;
-        let backup_bytes = IntCounterVec::new(
-            Opts::new(
-                "backup_bytes_total",
-                "Bytes backups read, found changed, uploaded and deduplicated.",
-            ),
-            &["kind", "counter"],
-        )?;
-        let backup_target_requests = IntCounterVec::new(
-            Opts::new(
-                "backup_target_requests_total",
-                "Backup-store operations by operation and result.",
-            ),
+        let backup_target_requests = b.counter(
+            "backup_target_requests_total",
+            "Backup-store operations by operation and result.",
             &["operation", "result"],
         )?;
-        let dr_lag = gauge(
+        let dr_lag = b.gauge(
             "dr_lag_seconds",
-            "Seconds between the newest backup in the store and the one a standby volume holds.",
+            "Seconds since the newest backup a standby volume has not restored yet (0 once it has).",
             &["volume"],
         )?;
-        let dr_track_failures = IntCounterVec::new(
-            Opts::new(
-                "dr_track_failures_total",
-                "Failed checks of standby volumes' backup volumes, by error category.",
-            ),
+        let dr_track_failures = b.counter(
+            "dr_track_failures_total",
+            "Failed checks of standby volumes' backup volumes, by error category.",
             &["category"],
         )?;
-        let dr_restore_failures = IntCounterVec::new(
-            Opts::new(
-                "dr_restore_failures_total",
-                "Failed DR restores, by volume.",
-            ),
+        let dr_restore_failures = b.counter(
+            "dr_restore_failures_total",
+            "Failed DR restores, by volume (agent).",
             &["volume"],
         )?;
-        registry.register(Box::new(dr_track_failures.clone()))?;
-        registry.register(Box::new(dr_restore_failures.clone()))?;
-        let recurring_job_runs = IntCounterVec::new(
-            Opts::new(
-                "recurring_job_runs_total",
-                "Finished recurring-job runs by job, task and result.",
-            ),
+        let recurring_job_runs = b.counter(
+            "recurring_job_runs_total",
+            "Finished recurring-job runs by job, task and result.",
             &["job", "task", "result"],
         )?;
-        let recurring_job_last_success = gauge(
+        let recurring_job_last_success = b.gauge(
             "recurring_job_last_success_timestamp_seconds",
             "Unix time of the job's last run that succeeded or had nothing to do.",
             &["job"],
         )?;
-        let recurring_job_next_run = gauge(
+        let recurring_job_next_run = b.gauge(
             "recurring_job_next_run_timestamp_seconds",
             "Unix time of the job's next slot.",
             &["job"],
         )?;
-        let recurring_job_schedule_lag = Histogram::with_opts(
+        let recurring_job_schedule_lag = b.add(Histogram::with_opts(
             HistogramOpts::new(
                 "recurring_job_schedule_lag_seconds",
                 "Seconds between a recurring job's slot and the start of its run.",
             )
             .buckets(vec![0.01, 0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 3600.0]),
-        )?;
-        let recurring_job_volumes_skipped = IntCounterVec::new(
-            Opts::new(
-                "recurring_job_volumes_skipped_total",
-                "Volumes a recurring-job run skipped, by job and reason.",
-            ),
+        )?)?;
+        let recurring_job_volumes_skipped = b.counter(
+            "recurring_job_volumes_skipped_total",
+            "Volumes a recurring-job run skipped, by job and reason.",
             &["job", "reason"],
         )?;
-        registry.register(Box::new(recurring_job_runs.clone()))?;
-        registry.register(Box::new(recurring_job_schedule_lag.clone()))?;
-        registry.register(Box::new(recurring_job_volumes_skipped.clone()))?;
-        registry.register(Box::new(backup_duration.clone()))?;
-        registry.register(Box::new(backup_bytes.clone()))?;
-        registry.register(Box::new(backup_target_requests.clone()))?;
-        registry.register(Box::new(reconciles.clone()))?;
-        registry.register(Box::new(reconcile_errors.clone()))?;
-        registry.register(Box::new(reconcile_duration.clone()))?;
-        registry.register(Box::new(leader.clone()))?;
-        registry.register(Box::new(build))?;
         Ok(Metrics {
-            registry,
+            registry: b.registry,
+            collectors: Arc::new(b.collectors),
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -292,6 +340,7 @@ impl Metrics {
             backing_image_state,
             backup_state,
             backup_size,
+            backup_last_duration,
             backup_uploaded,
             backup_duration,
             backup_bytes,
@@ -306,6 +355,74 @@ impl Metrics {
             recurring_job_schedule_lag,
             recurring_job_volumes_skipped,
         })
+    }
+
+    /// Every registered metric: name (with the prefix), type, labels and help, in registration
+    /// order.
+    pub fn catalog(&self) -> Vec<Described> {
+        let mut all = Vec::new();
+        for collector in self.collectors.iter() {
+            let kinds: Vec<MetricType> = collector
+                .collect()
+                .iter()
+                .map(|f| f.get_field_type())
+                .collect();
+            for (i, desc) in collector.desc().into_iter().enumerate() {
+                let kind = match kinds.get(i) {
+                    Some(MetricType::COUNTER) => "counter",
+                    Some(MetricType::GAUGE) => "gauge",
+                    Some(MetricType::HISTOGRAM) => "histogram",
+                    Some(MetricType::SUMMARY) => "summary",
+                    _ => "untyped",
+                };
+                all.push(Described {
+                    name: format!("bulwark_{}", desc.fq_name),
+                    kind,
+                    labels: desc.variable_labels.clone(),
+                    help: desc.help.clone(),
+                });
+            }
+        }
+        all
+    }
+
+    /// Record one completed backup of `volume` of `kind` (full, incremental) that took
+    /// `seconds`: the duration histogram, the bytes by kind, and the volume's series (its
+    /// uploaded bytes and the duration of its latest backup).
+    pub fn backup_completed(
+        &self,
+        volume: &str,
+        kind: &str,
+        seconds: f64,
+        counters: &backupstore::BackupCounters,
+    ) {
+        self.backup_duration
+            .with_label_values(&[kind, "completed"])
+            .observe(seconds);
+        for (counter, value) in [
+            ("read", counters.bytes_read),
+            ("changed", counters.bytes_changed),
+            ("uploaded", counters.bytes_uploaded),
+            ("deduplicated", counters.bytes_deduplicated),
+        ] {
+            self.backup_bytes
+                .with_label_values(&[kind, counter])
+                .inc_by(value);
+        }
+        self.backup_uploaded
+            .with_label_values(&[volume])
+            .inc_by(counters.bytes_uploaded);
+        self.backup_last_duration
+            .with_label_values(&[volume])
+            .set(seconds);
+    }
+
+    /// Drop the series the agent keeps per volume, once the volume's data is deleted (series of
+    /// deleted objects disappear).
+    pub fn forget_volume(&self, volume: &str) {
+        let _ = self.backup_uploaded.remove_label_values(&[volume]);
+        let _ = self.backup_last_duration.remove_label_values(&[volume]);
+        let _ = self.dr_restore_failures.remove_label_values(&[volume]);
     }
 
     /// Record one reconcile of `controller` that took `seconds` and ended as `outcome`.
@@ -353,5 +470,140 @@ impl Metrics {
         prometheus::TextEncoder::new()
             .encode_to_string(&families)
             .unwrap_or_else(|e| format!("# cannot encode metrics: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Labels may only name small fixed sets or long-lived objects (one series per volume,
+    /// backup target, recurring job or backing image), never snapshots, backups or error text.
+    #[test]
+    fn every_label_is_bounded() {
+        const BOUNDED: [&str; 13] = [
+            "controller",
+            "result",
+            "category",
+            "version",
+            "volume",
+            "image",
+            "target",
+            "kind",
+            "counter",
+            "operation",
+            "job",
+            "task",
+            "reason",
+        ];
+        let catalog = Metrics::new().expect("metrics").catalog();
+        assert!(catalog.len() > 20, "{catalog:?}");
+        for metric in catalog {
+            for label in &metric.labels {
+                assert!(
+                    BOUNDED.contains(&label.as_str()),
+                    "{} has the label {label}, which is not from a bounded set",
+                    metric.name
+                );
+            }
+        }
+    }
+
+    /// What the agent records per backup stays one series per volume, and goes with the volume.
+    #[test]
+    fn many_backups_of_a_volume_are_one_series_that_goes_with_the_volume() {
+        let metrics = Metrics::new().expect("metrics");
+        let counters = backupstore::BackupCounters {
+            bytes_read: 100,
+            bytes_changed: 10,
+            bytes_uploaded: 7,
+            ..Default::default()
+        };
+        for n in 0..1000u32 {
+            metrics.backup_completed("vol-1", "incremental", f64::from(n), &counters);
+        }
+        metrics.backup_completed("vol-2", "full", 3.0, &counters);
+        metrics
+            .dr_restore_failures
+            .with_label_values(&["vol-1"])
+            .inc();
+        let series = |name: &str| {
+            metrics
+                .registry
+                .gather()
+                .iter()
+                .filter(|f| f.name() == name)
+                .map(|f| f.get_metric().len())
+                .sum::<usize>()
+        };
+        assert_eq!(series("bulwark_backup_uploaded_bytes_total"), 2);
+        assert_eq!(series("bulwark_backup_last_duration_seconds"), 2);
+        assert_eq!(
+            metrics.backup_uploaded.with_label_values(&["vol-1"]).get(),
+            7000
+        );
+        assert_eq!(
+            metrics
+                .backup_last_duration
+                .with_label_values(&["vol-1"])
+                .get(),
+            999.0
+        );
+        metrics.forget_volume("vol-1");
+        let text = metrics.render();
+        assert!(!text.contains("vol-1"), "{text}");
+        assert!(
+            text.contains("bulwark_backup_uploaded_bytes_total{volume=\"vol-2\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "bulwark_backup_bytes_total{counter=\"uploaded\",kind=\"incremental\"} 7000"
+            ),
+            "{text}"
+        );
+    }
+
+    /// `README.md` has a table of every metric (name, type, labels, meaning), equal to what is
+    /// registered here.
+    #[test]
+    fn the_readme_lists_every_metric_as_registered() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        let documented: Vec<Vec<String>> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `bulwark_"))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split(" | ")
+                    .map(|cell| cell.trim().to_owned())
+                    .collect()
+            })
+            .collect();
+        let registered: Vec<Vec<String>> = Metrics::new()
+            .expect("metrics")
+            .catalog()
+            .into_iter()
+            .map(|m| {
+                let labels = if m.labels.is_empty() {
+                    "—".to_owned()
+                } else {
+                    m.labels
+                        .iter()
+                        .map(|l| format!("`{l}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                vec![format!("`{}`", m.name), m.kind.to_owned(), labels, m.help]
+            })
+            .collect();
+        let table: String = registered
+            .iter()
+            .map(|row| format!("| {} |\n", row.join(" | ")))
+            .collect();
+        assert_eq!(
+            documented, registered,
+            "README.md's metrics table differs from metrics.rs; the table as registered:\n{table}"
+        );
     }
 }

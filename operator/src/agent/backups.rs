@@ -416,7 +416,12 @@ impl BackupAgent {
         let requested_kind = if plan.full { "full" } else { "incremental" };
         match result {
             Ok(report) => {
-                self.record_metrics(&report, started.elapsed());
+                ctx.metrics.backup_completed(
+                    &backup.spec.volume,
+                    report.kind.as_str(),
+                    started.elapsed().as_secs_f64(),
+                    &report.outcome.counters,
+                );
                 self.complete(&claimed, &plan, &report, url).await?;
                 Ok(Action::await_change())
             }
@@ -628,25 +633,6 @@ impl BackupAgent {
             .await?;
         }
         Ok(())
-    }
-
-    fn record_metrics(&self, report: &Report, took: Duration) {
-        let m = &self.ctx.metrics;
-        let kind = report.kind.as_str();
-        m.backup_duration
-            .with_label_values(&[kind, "completed"])
-            .observe(took.as_secs_f64());
-        let c = report.outcome.counters;
-        for (counter, value) in [
-            ("read", c.bytes_read),
-            ("changed", c.bytes_changed),
-            ("uploaded", c.bytes_uploaded),
-            ("deduplicated", c.bytes_deduplicated),
-        ] {
-            m.backup_bytes
-                .with_label_values(&[kind, counter])
-                .inc_by(value);
-        }
     }
 }
 

@@ -1301,6 +1301,8 @@ async fn delete(volume: &Volume, ctx: &AgentContext, api: &Api<Volume>) -> Resul
         return Err(e.into());
     }
     finalizers::remove(api, volume, finalizers::VOLUME).await?;
+    // The series this agent keeps for the volume go with it.
+    ctx.metrics.forget_volume(&name);
     ctx.events
         .normal(
             volume,
