@@ -85,6 +85,10 @@ impl RecurringTask {
     printcolumn(name = "Concurrency", type_ = "integer", json_path = ".spec.concurrency", priority = "1"),
     printcolumn(name = "Groups", type_ = "string", json_path = ".spec.groups", priority = "1"),
     printcolumn(name = "Suspend", type_ = "boolean", json_path = ".spec.suspend"),
+    // The scheduler's `Valid` condition: `False` when the job is not scheduled (invalid cron or
+    // time zone, a schedule that never fires again), `True` once it is; the reason says why.
+    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].reason", priority = "1"),
     printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastResult"),
     printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastRunAt"),
     printcolumn(name = "Next Run", type_ = "string", json_path = ".status.nextRunAt"),

@@ -80,6 +80,45 @@ fn every_kind_is_namespaced_v1beta1_with_status_short_name_and_category() {
     }
 }
 
+/// The field names of a printer column's JSONPath, each with whether a `[...]` filter follows
+/// it (dots inside the brackets belong to the filter).
+fn path_parts(path: &str) -> Vec<(&str, bool)> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in path.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            '.' if depth == 0 => {
+                if i > start {
+                    parts.push(&path[start..i]);
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < path.len() {
+        parts.push(&path[start..]);
+    }
+    parts
+        .into_iter()
+        .map(|p| match p.split_once('[') {
+            Some((name, _)) => (name, true),
+            None => (p, false),
+        })
+        .collect()
+}
+
+#[test]
+fn column_paths_split_outside_their_filters() {
+    assert_eq!(
+        path_parts(".status.conditions[?(@.type==\"Valid\")].status"),
+        [("status", false), ("conditions", true), ("status", false)]
+    );
+    assert_eq!(path_parts(".spec.size"), [("spec", false), ("size", false)]);
+}
+
 #[test]
 fn printer_columns_show_what_users_look_for() {
     let expected: &[(&str, &[(&str, &str)])] = &[
@@ -136,6 +175,9 @@ fn printer_columns_show_what_users_look_for() {
                 ("Retain", ".spec.retain"),
                 ("Last Result", ".status.lastResult"),
                 ("Next Run", ".status.nextRunAt"),
+                // A job the scheduler cannot schedule (invalid cron or time zone) has no next
+                // run: this column says so (`False`, the scheduler's `Valid` condition).
+                ("Valid", ".status.conditions[?(@.type==\"Valid\")].status"),
             ],
         ),
     ];
@@ -154,11 +196,16 @@ fn printer_columns_show_what_users_look_for() {
         let schema = schema_json(&crd);
         for column in &printed {
             let mut node = &schema;
-            for part in column.json_path.trim_start_matches('.').split('.') {
+            for (part, filtered) in path_parts(&column.json_path) {
                 if part == "metadata" {
                     break;
                 }
                 node = &node["properties"][part];
+                if filtered {
+                    // `list[?(@.type=="X")]`: the fields of the list's items follow.
+                    assert_eq!(node["type"], "array", "{kind} column {}", column.name);
+                    node = &node["items"];
+                }
                 assert!(
                     !node.is_null(),
                     "{kind} column {} points at a missing field",

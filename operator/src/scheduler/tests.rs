@@ -270,6 +270,8 @@ async fn first_look(h: &mut Harness, next: &str) {
             }
         })
     );
+    assert_eq!(printed(&h.job, "Valid").as_deref(), Some("True"));
+    assert_eq!(printed(&h.job, "Next Run").as_deref(), Some(next));
 }
 
 /// One run of a job that selects no volume: claim, list volumes, record the end, look again.
@@ -832,6 +834,49 @@ async fn every_nth_backup_is_full_and_a_failure_counts() {
     assert!(events.iter().any(|e| e.0 && e.1 == "RunFailed"));
 }
 
+/// What `kubectl get recurringjobs` prints in `column` for `object`: the column's JSONPath, as
+/// the CRD declares it, evaluated on the object (dotted fields and `[?(@.field=="value")]`
+/// filters, the forms our columns use; anything else fails the test).
+fn printed(object: &Value, column: &str) -> Option<String> {
+    let crd = crd_types::crds::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "RecurringJob")
+        .unwrap();
+    let columns = crd.spec.versions[0]
+        .additional_printer_columns
+        .clone()
+        .unwrap_or_default();
+    let path = columns
+        .iter()
+        .find(|c| c.name == column)
+        .unwrap_or_else(|| panic!("RecurringJob has no printer column {column}"))
+        .json_path
+        .clone();
+    let mut node = object.clone();
+    let mut rest = path.as_str();
+    while let Some(after_dot) = rest.strip_prefix('.') {
+        let end = after_dot.find(['.', '[']).unwrap_or(after_dot.len());
+        node = node.get(&after_dot[..end])?.clone();
+        rest = &after_dot[end..];
+        if let Some(filter) = rest.strip_prefix("[?(@.") {
+            let (condition, after) = filter.split_once(")]").unwrap();
+            let (field, wanted) = condition.split_once("==").unwrap();
+            let wanted: Value = serde_json::from_str(wanted).unwrap();
+            node = node
+                .as_array()?
+                .iter()
+                .find(|item| item.get(field) == Some(&wanted))?
+                .clone();
+            rest = after;
+        }
+    }
+    assert!(rest.is_empty(), "unsupported JSONPath {path}");
+    Some(match node {
+        Value::String(text) => text,
+        other => other.to_string(),
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_invalid_job_gets_a_condition_and_an_event_naming_the_field() {
     let mut h = Harness::new(
@@ -853,6 +898,10 @@ async fn an_invalid_job_gets_a_condition_and_an_event_naming_the_field() {
             "observedGeneration": 1,
         })
     );
+    // `kubectl get bwrj` shows that the job is not scheduled, and why (Next Run stays empty).
+    assert_eq!(printed(&h.job, "Valid").as_deref(), Some("False"));
+    assert_eq!(printed(&h.job, "Reason").as_deref(), Some("InvalidSpec"));
+    assert_eq!(printed(&h.job, "Next Run"), None);
     h.quiet_for(Duration::from_secs(24 * 3600)).await;
     stop.cancel();
     scheduler.await.unwrap();
@@ -864,6 +913,38 @@ async fn an_invalid_job_gets_a_condition_and_an_event_naming_the_field() {
             format!("not scheduled: {message}")
         )]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_in_an_unknown_time_zone_shows_as_not_scheduled() {
+    let mut h = Harness::new(
+        "2025-06-01T00:00:00Z",
+        job(
+            "elsewhere",
+            "snapshot",
+            "0 2 * * *",
+            "Mars/Olympus_Mons",
+            json!({}),
+        ),
+    );
+    let (stop, scheduler) = h.start();
+    h.list_jobs().await;
+    let body = h.apply_status().await;
+    let valid = &body["status"]["conditions"][0];
+    assert_eq!(valid["type"], "Valid");
+    assert!(
+        valid["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.timeZone: "),
+        "{valid}"
+    );
+    assert_eq!(printed(&h.job, "Valid").as_deref(), Some("False"));
+    assert_eq!(printed(&h.job, "Reason").as_deref(), Some("InvalidSpec"));
+    assert_eq!(printed(&h.job, "Next Run"), None);
+    h.quiet_for(Duration::from_secs(24 * 3600)).await;
+    stop.cancel();
+    scheduler.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
