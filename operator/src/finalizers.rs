@@ -60,11 +60,68 @@ where
         ]))
     }
     .map_err(kube::Error::SerdeError)?;
-    api.patch(
-        &object.name_any(),
-        &PatchParams::default(),
-        &Patch::Json::<()>(patch),
-    )
-    .await?;
-    Ok(())
+    match api
+        .patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // A failed `test` operation is answered 422 with no cause: say what it means.
+        Err(kube::Error::Api(mut status)) if status.code == 422 => {
+            status.code = 409;
+            status.reason = "Conflict".to_owned();
+            status.message = format!(
+                "the finalizers of {} changed since they were read (another writer); retrying with the current list",
+                object.name_any()
+            );
+            Err(kube::Error::Api(status))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::testing::{ApiServer, status};
+    use http::Method;
+
+    /// The API server answers a failed JSON-patch `test` with a bare 422 "error in our
+    /// request"; the error says instead that the list changed, as a conflict to retry.
+    #[tokio::test]
+    async fn a_list_changed_by_another_writer_is_a_conflict_that_says_so() {
+        let (client, mut server) = ApiServer::start();
+        let api: Api<crd_types::Volume> = Api::namespaced(client, "ns");
+        let volume: crd_types::Volume = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bulwark.io/v1beta1", "kind": "Volume",
+            "metadata": {"name": "v1", "namespace": "ns", "finalizers": ["other"]},
+            "spec": {"size": "1Mi"}
+        }))
+        .expect("a Volume");
+        let script = tokio::spawn(async move {
+            server
+                .expect(
+                    Method::PATCH,
+                    "/apis/bulwark.io/v1beta1/namespaces/ns/volumes/v1",
+                )
+                .await
+                .respond(status(422, "Invalid"));
+        });
+        let error = add(&api, &volume, VOLUME).await.expect_err("refused");
+        script.await.expect("script");
+        match error {
+            kube::Error::Api(status) => {
+                assert_eq!(status.code, 409);
+                assert!(
+                    status.message.contains("finalizers of v1 changed"),
+                    "{}",
+                    status.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
