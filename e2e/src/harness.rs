@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -36,25 +37,97 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// One agent; the target kind of `BULWARK_E2E_TARGET` (`file`, the default, or `s3`), so the
+    /// whole suite runs against either.
     fn default() -> Self {
         Options {
             agents: 1,
-            target: Target::File,
+            target: default_target(),
         }
     }
 }
 
+fn default_target() -> Target {
+    match std::env::var("BULWARK_E2E_TARGET").as_deref() {
+        Ok("s3") => Target::S3,
+        Ok("file") | Err(_) => Target::File,
+        Ok(other) => panic!("BULWARK_E2E_TARGET={other:?}: use `file` or `s3`"),
+    }
+}
+
+/// The Secret holding the S3 credentials of a local-mode S3 target.
+const S3_SECRET: &str = "s3-credentials";
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The longest the cleanup after a scenario may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest one request of the harness may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The operator processes of a local-mode cluster.
+#[derive(Default)]
+struct Processes {
+    controller: Option<Child>,
+    /// Indexed by node; `None` while killed.
+    agents: Vec<Option<Child>>,
+}
+
+impl Processes {
+    /// The first process that has exited, named.
+    fn exited(&mut self, namespace: &str) -> Option<String> {
+        let named = std::iter::once(("`bulwark run`".to_owned(), &mut self.controller)).chain(
+            self.agents
+                .iter_mut()
+                .enumerate()
+                .map(|(i, agent)| (format!("the `bulwark agent` of node e2e-node-{i}"), agent)),
+        );
+        for (name, child) in named {
+            if let Some(child) = child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Some(format!("{name} (namespace {namespace}) exited: {status}"));
+            }
+        }
+        None
+    }
+}
+
+fn s3_secret(s3: &SeaweedFs) -> Secret {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": S3_SECRET},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": s3.credentials().access_key_id,
+            "AWS_SECRET_ACCESS_KEY": s3.credentials().secret_access_key,
+            "AWS_ENDPOINTS": s3.endpoint(),
+        }
+    }))
+    .expect("a Secret")
+}
+
+/// SIGKILL, then reap.
+fn kill(child: Option<Child>) {
+    if let Some(mut child) = child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
 
 /// The cluster in `KUBECONFIG` (or `kubeconfig`), a namespace for this scenario, and the
 /// operator processes of local mode.
 pub struct Cluster {
     pub client: kube::Client,
+    /// What `client` was made from, for clients of other runtimes (see [`Cluster::clean_up`]).
+    config: kube::Config,
+    /// The kubeconfig file of a cluster other than `KUBECONFIG`'s, which the operator processes
+    /// must use too.
+    kubeconfig: Option<PathBuf>,
     pub namespace: String,
     pub mode: Mode,
     work: tempfile::TempDir,
-    controller: Option<Child>,
-    agents: Vec<Option<Child>>,
+    processes: Mutex<Processes>,
     target_url: String,
     _s3: Option<SeaweedFs>,
 }
@@ -82,17 +155,53 @@ fn mode() -> Mode {
     }
 }
 
-/// The `bulwark` binary: `BULWARK_BIN`, or the workspace's debug build (built here if needed).
+/// Whether the CRDs are installed already (`BULWARK_CRDS=preinstalled`), so `bulwark run` is
+/// not asked to install them: a Kubernetes 1.24 API server cannot compile the CEL transition
+/// rules (`oldSelf`) of our CRDs, so there a copy without them is installed by hand, and
+/// scenarios that need those rules say they are skipped.
+pub fn crds_preinstalled() -> bool {
+    std::env::var("BULWARK_CRDS").as_deref() == Ok("preinstalled")
+}
+
+/// The `bulwark` binary: `BULWARK_BIN`, or the workspace's debug build, built here once per
+/// test process.
 pub fn bulwark_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     if let Ok(path) = std::env::var("BULWARK_BIN") {
         return PathBuf::from(path);
     }
+    BUILT.get_or_init(build_bulwark).clone()
+}
+
+fn build_bulwark() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "-q", "-p", "operator", "--bin", "bulwark"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs");
+    eprintln!(
+        "building `bulwark` (cargo build -p operator --bin bulwark; set BULWARK_BIN to skip)"
+    );
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .args(["build", "-p", "operator", "--bin", "bulwark"])
+        .current_dir(&root);
+    // `cargo test` gives this process the variables it gives the e2e crate (CARGO_PKG_NAME,
+    // CARGO_MANIFEST_DIR, ...). Build scripts such as ring's rerun when those change, so passed
+    // on they would rebuild half the dependency tree on every build, here and after.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_CFG_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || ["OUT_DIR", "CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE"].contains(&&*name)
+        {
+            cargo.env_remove(&*name);
+        }
+    }
+    let status = cargo.status().expect("cargo runs");
     assert!(status.success(), "cargo build -p operator failed");
     let target =
         std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
@@ -128,16 +237,23 @@ impl Cluster {
                 .await
                 .expect("KUBECONFIG points at a cluster"),
         };
-        let client = kube::Client::try_from(config).expect("a client");
+        let mut config = config;
+        // Every request of the harness fails in bounded time when the API server does not
+        // answer (kube's default read timeout is minutes).
+        config.connect_timeout = Some(REQUEST_TIMEOUT);
+        config.read_timeout = Some(REQUEST_TIMEOUT);
+        config.write_timeout = Some(REQUEST_TIMEOUT);
+        let client = kube::Client::try_from(config.clone()).expect("a client");
         let mode = mode();
         let work = tempfile::tempdir().expect("a work dir");
         let mut cluster = Cluster {
             client,
+            config,
+            kubeconfig: kubeconfig.map(Path::to_owned),
             namespace: "bulwark-system".into(),
             mode,
             work,
-            controller: None,
-            agents: Vec::new(),
+            processes: Mutex::default(),
             target_url: String::new(),
             _s3: None,
         };
@@ -177,18 +293,8 @@ impl Cluster {
                 let s3 = SeaweedFs::start().await.expect("SeaweedFS starts");
                 let secrets: Api<Secret> =
                     Api::namespaced(cluster.client.clone(), &cluster.namespace);
-                let secret: Secret = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": "s3-credentials"},
-                    "stringData": {
-                        "AWS_ACCESS_KEY_ID": s3.credentials().access_key_id,
-                        "AWS_SECRET_ACCESS_KEY": s3.credentials().secret_access_key,
-                        "AWS_ENDPOINTS": s3.endpoint(),
-                    }
-                }))
-                .expect("a Secret");
                 secrets
-                    .create(&PostParams::default(), &secret)
+                    .create(&PostParams::default(), &s3_secret(&s3))
                     .await
                     .expect("create the Secret");
                 let url = s3.target_url("e2e").as_str().to_owned();
@@ -198,17 +304,13 @@ impl Cluster {
         };
         cluster.start_controller();
         for i in 0..options.agents {
-            cluster.agents.push(None);
             cluster.start_agent(i);
         }
         cluster.wait_for_crds().await;
         if cluster._s3.is_some() {
             let targets: Api<crd_types::BackupTarget> = cluster.api();
-            let target = crate::objects::backup_target(
-                "default",
-                &cluster.target_url,
-                Some("s3-credentials"),
-            );
+            let target =
+                crate::objects::backup_target("default", &cluster.target_url, Some(S3_SECRET));
             targets
                 .create(&PostParams::default(), &target)
                 .await
@@ -221,6 +323,23 @@ impl Cluster {
     /// installed operator's `default` target).
     pub fn target_url(&self) -> &str {
         &self.target_url
+    }
+
+    /// The Secret a BackupTarget of [`Self::target_url`] names: the S3 credentials, if any.
+    pub fn target_secret(&self) -> Option<&'static str> {
+        self._s3.is_some().then_some(S3_SECRET)
+    }
+
+    /// Gives `other` (e.g. the standby side of a DR scenario) the credentials of this cluster's
+    /// target, under [`Self::target_secret`].
+    pub async fn share_target_credentials(&self, other: &Cluster) {
+        if let Some(s3) = &self._s3 {
+            let secrets: Api<Secret> = other.api();
+            secrets
+                .create(&PostParams::default(), &s3_secret(s3))
+                .await
+                .expect("create the S3 Secret on the other side");
+        }
     }
 
     /// Name of simulated node `i`.
@@ -245,8 +364,11 @@ impl Cluster {
         } else {
             self.target_url.clone()
         };
-        let child = Command::new(bulwark_binary())
-            .args(["run", "--install-crds", "--default-backup-target", &url])
+        let child = self
+            .operator_command()
+            .arg("run")
+            .args((!crds_preinstalled()).then_some("--install-crds"))
+            .args(["--default-backup-target", &url])
             .args([
                 "--namespace",
                 &self.namespace,
@@ -256,21 +378,28 @@ impl Cluster {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("bulwark run starts");
-        self.controller = Some(child);
+        self.processes().controller = Some(child);
+    }
+
+    /// `bulwark`, pointed at this cluster.
+    fn operator_command(&self) -> Command {
+        let mut command = Command::new(bulwark_binary());
+        if let Some(kubeconfig) = &self.kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        command
     }
 
     /// Kill `bulwark run` without warning (SIGKILL).
     pub fn kill_controller(&mut self) {
-        if let Some(mut child) = self.controller.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(self.processes().controller.take());
     }
 
     /// Start (or restart) the agent of node `i`.
     pub fn start_agent(&mut self, i: usize) {
         let data = self.work.path().join(format!("node-{i}"));
-        let child = Command::new(bulwark_binary())
+        let child = self
+            .operator_command()
             .args([
                 "agent",
                 "--node-name",
@@ -287,14 +416,62 @@ impl Cluster {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("bulwark agent starts");
-        self.agents[i] = Some(child);
+        let mut processes = self.processes();
+        if processes.agents.len() <= i {
+            processes.agents.resize_with(i + 1, || None);
+        }
+        processes.agents[i] = Some(child);
     }
 
     /// Kill the agent of node `i` without warning (SIGKILL).
     pub fn kill_agent(&mut self, i: usize) {
-        if let Some(mut child) = self.agents[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        kill(self.processes().agents.get_mut(i).and_then(Option::take));
+    }
+
+    fn processes(&self) -> std::sync::MutexGuard<'_, Processes> {
+        self.processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Fails the scenario at once if an operator process it started has exited: nothing it
+    /// waits for can happen any more.
+    pub fn assert_processes_alive(&self) {
+        if let Some(exited) = self.processes().exited(&self.namespace) {
+            panic!("{exited}: see its log above");
+        }
+    }
+
+    /// Poll `name` until `done` holds; fails the scenario with `what` after `timeout`, or at
+    /// once when an operator process of this cluster has exited. Every request is bounded too,
+    /// so an API server that stops answering fails the scenario in time.
+    pub async fn wait_for<K, F>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: F,
+    ) -> K
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        F: Fn(&K) -> bool,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            self.assert_processes_alive();
+            match tokio::time::timeout(REQUEST_TIMEOUT, api.get_opt(name)).await {
+                Ok(Ok(Some(object))) if done(&object) => return object,
+                Ok(Ok(found)) => last = found,
+                Ok(Err(error)) => eprintln!("{name}: {error}"),
+                Err(_) => eprintln!("{name}: no answer within {REQUEST_TIMEOUT:?}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: not {what} after {timeout:?}; last seen: {last:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
@@ -309,7 +486,11 @@ impl Cluster {
     async fn wait_for_crds(&self) {
         let volumes: Api<crd_types::Volume> = self.api();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while volumes.list(&Default::default()).await.is_err() {
+        while !matches!(
+            tokio::time::timeout(REQUEST_TIMEOUT, volumes.list(&Default::default())).await,
+            Ok(Ok(_))
+        ) {
+            self.assert_processes_alive();
             assert!(
                 Instant::now() < deadline,
                 "the CRDs were never installed by bulwark run"
@@ -321,41 +502,60 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let namespace = self.namespace.clone();
         if self.mode != Mode::Local {
             // The operator's own namespace: delete what this scenario made, and the artifacts
             // its recurring jobs made, and leave the rest alone.
-            let client = self.client.clone();
-            let namespace = self.namespace.clone();
-            let cleanup = std::thread::spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                runtime.block_on(delete_scenario_objects(client, namespace));
-            });
-            let _ = cleanup.join();
+            self.clean_up(move |client| delete_scenario_objects(client, namespace));
             return;
         }
-        self.kill_controller();
-        for i in 0..self.agents.len() {
-            self.kill_agent(i);
-        }
+        let processes = std::mem::take(
+            self.processes
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        kill(processes.controller);
+        processes.agents.into_iter().for_each(kill);
         // Finalizers of our kinds would keep the namespace alive with nobody left to remove
-        // them: drop them, then delete the namespace (from a thread: Drop cannot await).
-        let client = self.client.clone();
+        // them: drop them, then delete the namespace.
+        self.clean_up(move |client| delete_namespace(client, namespace));
+    }
+}
+
+impl Cluster {
+    /// Runs `cleanup` to its end, or for [`CLEANUP_TIMEOUT`] at most, from `Drop`, which cannot
+    /// await. It runs on a runtime of its own in a thread of its own, with a client of its own:
+    /// `self.client` hands its requests to a task of the scenario's runtime, which is blocked
+    /// right here until the cleanup ends, so using it would never return.
+    fn clean_up<F, Fut>(&self, cleanup: F)
+    where
+        F: FnOnce(kube::Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let config = self.config.clone();
         let namespace = self.namespace.clone();
-        let cleanup = std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             else {
                 return;
             };
-            runtime.block_on(delete_namespace(client, namespace));
+            runtime.block_on(async move {
+                let Ok(client) = kube::Client::try_from(config) else {
+                    return;
+                };
+                if tokio::time::timeout(CLEANUP_TIMEOUT, cleanup(client))
+                    .await
+                    .is_err()
+                {
+                    eprintln!(
+                        "cleaning up namespace {namespace} took over {CLEANUP_TIMEOUT:?}: left as it is"
+                    );
+                }
+            });
         });
-        let _ = cleanup.join();
+        let _ = thread.join();
     }
 }
 
@@ -418,4 +618,78 @@ async fn delete_namespace(client: kube::Client, namespace: String) {
     drop_finalizers::<crd_types::Backup>(&client, &namespace).await;
     drop_finalizers::<crd_types::BackupVolume>(&client, &namespace).await;
     drop_finalizers::<crd_types::BackingImage>(&client, &namespace).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    /// An API server on loopback that answers every request with 404, as a server would for a
+    /// namespace that is gone.
+    fn answering_not_found() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let address = listener.local_addr().expect("address");
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"gone"}"#;
+                let _ = write!(
+                    reader.get_mut(),
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{status}",
+                    status.len()
+                );
+            }
+        });
+        format!("http://{address}")
+    }
+
+    /// A scenario's cluster is dropped on the scenario's own (single-threaded) runtime, whose
+    /// thread then waits for the cleanup: the cleanup must not need that runtime. Before it had
+    /// a client of its own, every scenario hung here once it had finished.
+    #[tokio::test]
+    async fn dropping_the_cluster_in_the_scenarios_runtime_returns() {
+        let config = kube::Config::new(answering_not_found().parse().expect("a URL"));
+        let client = kube::Client::try_from(config.clone()).expect("a client");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        assert!(namespaces.get_opt("any").await.expect("answered").is_none());
+        let cluster = Cluster {
+            client,
+            config,
+            namespace: "bulwark-e2e-gone".into(),
+            mode: Mode::Local,
+            work: tempfile::tempdir().expect("a work dir"),
+            kubeconfig: None,
+            processes: Mutex::default(),
+            target_url: String::new(),
+            _s3: None,
+        };
+        let (dropped, watched) = std::sync::mpsc::channel::<()>();
+        // Half the cleanup's own bound: a cleanup that only ends by timing out fails here.
+        std::thread::spawn(move || {
+            if watched.recv_timeout(CLEANUP_TIMEOUT / 2)
+                == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            {
+                eprintln!(
+                    "dropping the Cluster did not return within {:?}",
+                    CLEANUP_TIMEOUT / 2
+                );
+                std::process::exit(1);
+            }
+        });
+        drop(cluster);
+        dropped.send(()).expect("the watchdog waits");
+    }
 }

@@ -1,11 +1,8 @@
 //! The YAML a user would apply, as typed objects, and waiting for what they report.
 
-use std::time::{Duration, Instant};
-
 use crd_types::backup::BackupState;
 use crd_types::volume::VolumeState;
 use crd_types::{Backup, BackupTarget, Snapshot, Volume};
-use kube::Api;
 use serde::de::DeserializeOwned;
 
 /// Label on every object a scenario creates: in deployed mode (the operator's own namespace)
@@ -51,28 +48,6 @@ pub fn backup_target(name: &str, url: &str, secret: Option<&str>) -> BackupTarge
         "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
         "spec": {"backupTargetURL": url, "credentialSecret": secret, "pollInterval": "10s"}
     }))
-}
-
-/// Poll `name` until `done` holds; fails the scenario with `what` after `timeout`.
-pub async fn wait_for<K, F>(api: &Api<K>, name: &str, what: &str, timeout: Duration, done: F) -> K
-where
-    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
-    F: Fn(&K) -> bool,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        match api.get_opt(name).await {
-            Ok(Some(object)) if done(&object) => return object,
-            Ok(found) => last = found,
-            Err(error) => eprintln!("{name}: {error}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: not {what} after {timeout:?}; last seen: {last:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 pub fn is_ready(volume: &Volume) -> bool {

@@ -6,8 +6,9 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use crd_types::backup::BackupState;
+use crd_types::volume::VolumeState;
 use crd_types::{Backup, BackupTarget, RecurringJob, Snapshot, Volume};
-use e2e::objects::{self, backup, is_finished, is_ready, pattern, snapshot, volume, wait_for};
+use e2e::objects::{self, backup, is_finished, is_ready, pattern, snapshot, volume};
 use e2e::{Cluster, Options, Target};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
@@ -34,7 +35,9 @@ async fn backed_up(cluster: &Cluster, name: &str, volume: &str, snap: Option<&st
         .create(&PostParams::default(), &backup(name, volume, snap))
         .await
         .expect("create backup");
-    let done = wait_for(&backups, name, "finished", 3 * MINUTE, is_finished).await;
+    let done = cluster
+        .wait_for(&backups, name, "finished", 3 * MINUTE, is_finished)
+        .await;
     assert_eq!(
         objects::backup_state(&done),
         Some(BackupState::Completed),
@@ -55,19 +58,21 @@ fn execution_count(job: &RecurringJob) -> i64 {
 async fn backup_target_available_and_unavailable_with_the_reason() {
     let cluster = Cluster::start(Options::default()).await;
     let targets: Api<BackupTarget> = cluster.api();
-    wait_for(&targets, "default", "available", MINUTE, |t| {
-        t.status.as_ref().and_then(|s| s.available) == Some(true)
-    })
-    .await;
+    cluster
+        .wait_for(&targets, "default", "available", MINUTE, |t| {
+            t.status.as_ref().and_then(|s| s.available) == Some(true)
+        })
+        .await;
     let missing = objects::backup_target("missing", "file:///nonexistent/bulwark-e2e", None);
     targets
         .create(&PostParams::default(), &missing)
         .await
         .expect("create target");
-    let down = wait_for(&targets, "missing", "unavailable", MINUTE, |t| {
-        t.status.as_ref().and_then(|s| s.available) == Some(false)
-    })
-    .await;
+    let down = cluster
+        .wait_for(&targets, "missing", "unavailable", MINUTE, |t| {
+            t.status.as_ref().and_then(|s| s.available) == Some(false)
+        })
+        .await;
     let conditions = down.status.and_then(|s| s.conditions).unwrap_or_default();
     let unavailable = conditions
         .iter()
@@ -95,16 +100,19 @@ async fn volume_snapshot_backup_restore_gives_identical_bytes() {
         .create(&PostParams::default(), &volume("data", "64Mi"))
         .await
         .expect("create volume");
-    wait_for(&volumes, "data", "Ready", MINUTE, is_ready).await;
+    cluster
+        .wait_for(&volumes, "data", "Ready", MINUTE, is_ready)
+        .await;
     write(&cluster, 0, "data", 1 << 20, &pattern(10 << 20, 1));
     snapshots
         .create(&PostParams::default(), &snapshot("data-s1", "data"))
         .await
         .expect("create snapshot");
-    wait_for(&snapshots, "data-s1", "ready to use", MINUTE, |s| {
-        s.status.as_ref().and_then(|s| s.ready_to_use) == Some(true)
-    })
-    .await;
+    cluster
+        .wait_for(&snapshots, "data-s1", "ready to use", MINUTE, |s| {
+            s.status.as_ref().and_then(|s| s.ready_to_use) == Some(true)
+        })
+        .await;
     let done = backed_up(&cluster, "backup-00000000000000a1", "data", Some("data-s1")).await;
     let url = done
         .status
@@ -117,7 +125,9 @@ async fn volume_snapshot_backup_restore_gives_identical_bytes() {
         )
         .await
         .expect("create restored volume");
-    wait_for(&volumes, "copy", "Ready", 3 * MINUTE, is_ready).await;
+    cluster
+        .wait_for(&volumes, "copy", "Ready", 3 * MINUTE, is_ready)
+        .await;
     assert!(
         read(&cluster, 0, "data") == read(&cluster, 0, "copy"),
         "restored bytes differ"
@@ -153,7 +163,9 @@ async fn recurring_jobs_snapshot_retain_and_skip_visibly() {
         .create(&PostParams::default(), &labelled)
         .await
         .expect("create volume");
-    wait_for(&volumes, "rec", "Ready", MINUTE, is_ready).await;
+    cluster
+        .wait_for(&volumes, "rec", "Ready", MINUTE, is_ready)
+        .await;
     let jobs: Api<RecurringJob> = cluster.api();
     let job: RecurringJob = serde_json::from_value(serde_json::json!({
         "apiVersion": "bulwark.io/v1beta1", "kind": "RecurringJob",
@@ -175,19 +187,21 @@ async fn recurring_jobs_snapshot_retain_and_skip_visibly() {
             &pattern(4096, round),
         );
         let before = execution_count(&jobs.get("every-minute").await.expect("job"));
-        wait_for(&jobs, "every-minute", "run once more", 2 * MINUTE, |j| {
-            execution_count(j) > before
-        })
-        .await;
+        cluster
+            .wait_for(&jobs, "every-minute", "run once more", 2 * MINUTE, |j| {
+                execution_count(j) > before
+            })
+            .await;
     }
     let kept = snapshots.list(&by_job).await.expect("list").items.len();
     assert_eq!(kept, 2, "retain: 2 keeps two of the job's snapshots");
     // Nothing written: the next run skips, and says so.
     let before = execution_count(&jobs.get("every-minute").await.expect("job"));
-    let skipped = wait_for(&jobs, "every-minute", "run once more", 2 * MINUTE, |j| {
-        execution_count(j) > before
-    })
-    .await;
+    let skipped = cluster
+        .wait_for(&jobs, "every-minute", "run once more", 2 * MINUTE, |j| {
+            execution_count(j) > before
+        })
+        .await;
     let status = skipped.status.expect("status");
     assert_eq!(
         status.last_result,
@@ -202,11 +216,7 @@ async fn recurring_jobs_snapshot_retain_and_skip_visibly() {
 async fn standby_volume_follows_incrementally_and_activates() {
     // Two "clusters": the second kubeconfig when given, else a second namespace of the same
     // cluster with its own operator processes, both on one store.
-    let primary = Cluster::start(Options {
-        agents: 1,
-        target: Target::File,
-    })
-    .await;
+    let primary = Cluster::start(Options::default()).await;
     let second = std::env::var("BULWARK_E2E_KUBECONFIG_B").ok();
     let standby_side = Cluster::start_with(
         second.as_deref().map(std::path::Path::new),
@@ -218,17 +228,20 @@ async fn standby_volume_follows_incrementally_and_activates() {
         .create(&PostParams::default(), &volume("dr", "32Mi"))
         .await
         .expect("create");
-    wait_for(&volumes, "dr", "Ready", MINUTE, is_ready).await;
+    primary
+        .wait_for(&volumes, "dr", "Ready", MINUTE, is_ready)
+        .await;
     write(&primary, 0, "dr", 0, &pattern(4 << 20, 7));
     let first = backed_up(&primary, "backup-00000000000000d1", "dr", None).await;
     let url = first.status.and_then(|s| s.url).expect("url");
     // The standby side reaches the same store through a target of its own (never replacing a
     // `default` target that may be a real deployment's).
+    primary.share_target_credentials(&standby_side).await;
     let targets: Api<BackupTarget> = standby_side.api();
     targets
         .create(
             &PostParams::default(),
-            &objects::backup_target("e2e-primary", primary.target_url(), None),
+            &objects::backup_target("e2e-primary", primary.target_url(), primary.target_secret()),
         )
         .await
         .expect("target on the standby side");
@@ -240,48 +253,66 @@ async fn standby_volume_follows_incrementally_and_activates() {
         )
         .await
         .expect("create standby");
-    wait_for(
-        &standby_volumes,
-        "dr",
-        "restored the first backup",
-        3 * MINUTE,
-        |v| {
-            v.status
-                .as_ref()
-                .and_then(|s| s.last_restored_backup.as_deref())
-                == Some("backup-00000000000000d1")
-        },
-    )
-    .await;
+    standby_side
+        .wait_for(
+            &standby_volumes,
+            "dr",
+            "restored the first backup",
+            3 * MINUTE,
+            |v| {
+                v.status
+                    .as_ref()
+                    .and_then(|s| s.last_restored_backup.as_deref())
+                    == Some("backup-00000000000000d1")
+            },
+        )
+        .await;
     write(&primary, 0, "dr", 8 << 20, &pattern(1 << 20, 8));
     backed_up(&primary, "backup-00000000000000d2", "dr", None).await;
-    wait_for(
-        &standby_volumes,
-        "dr",
-        "followed the second backup",
-        3 * MINUTE,
-        |v| {
-            v.status
-                .as_ref()
-                .and_then(|s| s.last_restored_backup.as_deref())
-                == Some("backup-00000000000000d2")
-        },
-    )
-    .await;
+    standby_side
+        .wait_for(
+            &standby_volumes,
+            "dr",
+            "followed the second backup",
+            3 * MINUTE,
+            |v| {
+                v.status
+                    .as_ref()
+                    .and_then(|s| s.last_restored_backup.as_deref())
+                    == Some("backup-00000000000000d2")
+            },
+        )
+        .await;
+    // Caught up: no lag and nothing left to restore, as soon as the restore is done (not at
+    // the next poll of the store).
+    standby_side
+        .wait_for(
+            &standby_volumes,
+            "dr",
+            "caught up (drLagSeconds 0, restoreRequired false)",
+            MINUTE,
+            |v| {
+                v.status.as_ref().is_some_and(|s| {
+                    s.dr_lag_seconds == Some(0) && s.restore_required == Some(false)
+                })
+            },
+        )
+        .await;
     let mut activate = standby_volumes.get("dr").await.expect("standby");
     activate.spec.standby = false;
     standby_volumes
         .replace("dr", &PostParams::default(), &activate)
         .await
         .expect("activate");
-    wait_for(
-        &standby_volumes,
-        "dr",
-        "active and Ready",
-        3 * MINUTE,
-        |v| is_ready(v) && v.status.as_ref().and_then(|s| s.is_standby) != Some(true),
-    )
-    .await;
+    standby_side
+        .wait_for(
+            &standby_volumes,
+            "dr",
+            "active and Ready",
+            3 * MINUTE,
+            |v| is_ready(v) && v.status.as_ref().and_then(|s| s.is_standby) != Some(true),
+        )
+        .await;
     assert!(
         read(&primary, 0, "dr") == read(&standby_side, 0, "dr"),
         "the activated standby differs from its source"
@@ -298,7 +329,9 @@ async fn pre_provisioned_backup_and_on_demand_backing_image_contents() {
         .create(&PostParams::default(), &volume("vsc", "16Mi"))
         .await
         .expect("create");
-    wait_for(&volumes, "vsc", "Ready", MINUTE, is_ready).await;
+    cluster
+        .wait_for(&volumes, "vsc", "Ready", MINUTE, is_ready)
+        .await;
     write(&cluster, 0, "vsc", 0, &pattern(1 << 20, 9));
     backed_up(&cluster, "backup-00000000000000c1", "vsc", None).await;
     let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent");
@@ -325,7 +358,9 @@ async fn pre_provisioned_backup_and_on_demand_backing_image_contents() {
         )
         .await
         .expect("create the pre-provisioned content");
-    let done = wait_for(&contents, &name, "ready", 2 * MINUTE, ready).await;
+    let done = cluster
+        .wait_for(&contents, &name, "ready", 2 * MINUTE, ready)
+        .await;
     assert_eq!(
         done.data["status"]["snapshotHandle"],
         "bak://vsc/backup-00000000000000c1"
@@ -338,7 +373,9 @@ async fn pre_provisioned_backup_and_on_demand_backing_image_contents() {
         .create(&PostParams::default(), &content(&image, &handle))
         .await
         .expect("create the on-demand content");
-    wait_for(&contents, &image, "ready", 3 * MINUTE, ready).await;
+    cluster
+        .wait_for(&contents, &image, "ready", 3 * MINUTE, ready)
+        .await;
     let images: Api<crd_types::BackingImage> = cluster.api();
     assert!(
         images.get_opt(&image).await.expect("get").is_some(),
@@ -372,18 +409,50 @@ async fn invalid_objects_are_rejected_at_apply_time() {
         .await
         .expect_err("an unknown scheme is refused");
     assert!(error.to_string().contains("backupTargetURL"), "{error}");
+
+    if e2e::harness::crds_preinstalled() {
+        eprintln!(
+            "skipping the immutability checks: BULWARK_CRDS=preinstalled (a Kubernetes 1.24 API \
+             server cannot compile the CEL transition rules, so its CRDs are a copy without them)"
+        );
+        return;
+    }
+    let backups: Api<Backup> = cluster.api();
+    backups
+        .create(
+            &PostParams::default(),
+            &backup("backup-00000000000000e1", "nowhere", None),
+        )
+        .await
+        .expect("create backup");
+    let error = backups
+        .patch(
+            "backup-00000000000000e1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"volume": "elsewhere"}})),
+        )
+        .await
+        .expect_err("a Backup's spec is immutable");
+    assert!(
+        error
+            .to_string()
+            .contains("the spec of a Backup is immutable"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 #[ignore = "needs a cluster; BULWARK_E2E=1"]
-async fn operator_and_agent_killed_mid_backup_lose_nothing() {
+async fn operator_and_agent_killed_mid_backup_and_mid_restore_lose_nothing() {
     let mut cluster = Cluster::start(Options::default()).await;
     let volumes: Api<Volume> = cluster.api();
     volumes
         .create(&PostParams::default(), &volume("big", "512Mi"))
         .await
         .expect("create");
-    wait_for(&volumes, "big", "Ready", MINUTE, is_ready).await;
+    cluster
+        .wait_for(&volumes, "big", "Ready", MINUTE, is_ready)
+        .await;
     write(&cluster, 0, "big", 0, &pattern(256 << 20, 3));
     let backups: Api<Backup> = cluster.api();
     backups
@@ -393,26 +462,28 @@ async fn operator_and_agent_killed_mid_backup_lose_nothing() {
         )
         .await
         .expect("create backup");
-    wait_for(
-        &backups,
-        "backup-00000000000000k1",
-        "in progress",
-        MINUTE,
-        |b| objects::backup_state(b) == Some(BackupState::InProgress),
-    )
-    .await;
+    cluster
+        .wait_for(
+            &backups,
+            "backup-00000000000000k1",
+            "in progress",
+            MINUTE,
+            |b| objects::backup_state(b) == Some(BackupState::InProgress),
+        )
+        .await;
     cluster.kill_agent(0);
     cluster.kill_controller();
     cluster.start_controller();
     cluster.start_agent(0);
-    let done = wait_for(
-        &backups,
-        "backup-00000000000000k1",
-        "finished",
-        5 * MINUTE,
-        is_finished,
-    )
-    .await;
+    let done = cluster
+        .wait_for(
+            &backups,
+            "backup-00000000000000k1",
+            "finished",
+            5 * MINUTE,
+            is_finished,
+        )
+        .await;
     let url = match objects::backup_state(&done) {
         Some(BackupState::Completed) => done.status.and_then(|s| s.url).expect("url"),
         // Failing cleanly is allowed; then the next backup must succeed.
@@ -429,7 +500,24 @@ async fn operator_and_agent_killed_mid_backup_lose_nothing() {
         )
         .await
         .expect("restore");
-    wait_for(&volumes, "big-copy", "Ready", 5 * MINUTE, is_ready).await;
+    let restoring = cluster
+        .wait_for(&volumes, "big-copy", "restoring", 5 * MINUTE, |v| {
+            let state = v.status.as_ref().and_then(|s| s.state);
+            state == Some(VolumeState::Restoring) || state == Some(VolumeState::Ready)
+        })
+        .await;
+    if is_ready(&restoring) {
+        eprintln!("the restore finished before it could be interrupted");
+    } else {
+        cluster.kill_agent(0);
+        cluster.kill_controller();
+        cluster.start_controller();
+        cluster.start_agent(0);
+    }
+    cluster
+        .wait_for(&volumes, "big-copy", "Ready", 5 * MINUTE, is_ready)
+        .await;
+    // The source volume is served again by the restarted agent, unchanged.
     assert!(
         read(&cluster, 0, "big") == read(&cluster, 0, "big-copy"),
         "restored bytes differ"
