@@ -11,7 +11,7 @@ use crd_types::{Backup, BackupTarget, RecurringJob, Snapshot, Volume};
 use e2e::objects::{self, backup, is_finished, is_ready, pattern, snapshot, volume};
 use e2e::{Cluster, Options, Target};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -320,7 +320,7 @@ async fn standby_volume_follows_incrementally_and_activates() {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster with the external-snapshotter CRDs; BULWARK_E2E=1"]
+#[ignore = "needs a cluster with the external-snapshotter CRDs and snapshot-controller; BULWARK_E2E=1"]
 async fn pre_provisioned_backup_and_on_demand_backing_image_contents() {
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
     let cluster = Cluster::start(Options::default()).await;
@@ -365,6 +365,34 @@ async fn pre_provisioned_backup_and_on_demand_backing_image_contents() {
         done.data["status"]["snapshotHandle"],
         "bak://vsc/backup-00000000000000c1"
     );
+    // A user's VolumeSnapshot of that content: the external snapshot-controller binds the two
+    // (adding its finalizers) and copies readiness from our status.
+    let snapshot_gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
+    let volume_snapshots: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &cluster.namespace,
+        &ApiResource::from_gvk(&snapshot_gvk),
+    );
+    let volume_snapshot: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": name},
+        "spec": {"source": {"volumeSnapshotContentName": name}}
+    }))
+    .expect("a VolumeSnapshot");
+    volume_snapshots
+        .create(&PostParams::default(), &volume_snapshot)
+        .await
+        .expect("create the VolumeSnapshot");
+    let bound = cluster
+        .wait_for(
+            &volume_snapshots,
+            &name,
+            "ready to use (bound by the snapshot-controller, which must be running)",
+            2 * MINUTE,
+            ready,
+        )
+        .await;
+    assert_eq!(bound.data["status"]["boundVolumeSnapshotContentName"], name);
     let image = format!("{}-img", cluster.namespace);
     let handle = format!(
         "bi://backing?backingImage={image}&backingImageDataSourceType=export-from-volume&export-type=raw&volume-name=vsc"
@@ -373,6 +401,14 @@ async fn pre_provisioned_backup_and_on_demand_backing_image_contents() {
         .create(&PostParams::default(), &content(&image, &handle))
         .await
         .expect("create the on-demand content");
+    // Another controller's finalizer listed twice (the snapshot-controller appends its own
+    // without looking) makes every server-side apply to the object fail: our status must be
+    // published all the same.
+    let doubled = serde_json::json!({"metadata": {"finalizers": [DUPLICATED, DUPLICATED]}});
+    contents
+        .patch(&image, &PatchParams::default(), &Patch::Merge(&doubled))
+        .await
+        .expect("list a foreign finalizer twice");
     cluster
         .wait_for(&contents, &image, "ready", 3 * MINUTE, ready)
         .await;
@@ -381,10 +417,25 @@ async fn pre_provisioned_backup_and_on_demand_backing_image_contents() {
         images.get_opt(&image).await.expect("get").is_some(),
         "the image was created on demand"
     );
-    for name in [name, image] {
-        let _ = contents.delete(&name, &DeleteParams::default()).await;
+    let _ = volume_snapshots
+        .delete(&name, &DeleteParams::default())
+        .await;
+    for name in [&name, &image] {
+        let _ = contents.delete(name, &DeleteParams::default()).await;
     }
+    // Nobody removes the scenario's own finalizer but the scenario (Retain: no data goes).
+    let foreign_gone = serde_json::json!({"metadata": {"finalizers": null}});
+    let _ = contents
+        .patch(
+            &image,
+            &PatchParams::default(),
+            &Patch::Merge(&foreign_gone),
+        )
+        .await;
 }
+
+/// A finalizer of nobody's, listed twice on a VolumeSnapshotContent by the scenario.
+const DUPLICATED: &str = "e2e.bulwark.io/duplicated";
 
 #[tokio::test]
 #[ignore = "needs a cluster; BULWARK_E2E=1"]
