@@ -57,6 +57,8 @@ fn default_target() -> Target {
 
 /// The Secret holding the S3 credentials of a local-mode S3 target.
 const S3_SECRET: &str = "s3-credentials";
+/// The Secret holding another cluster's S3 credentials (see [`Cluster::share_target_credentials`]).
+const SHARED_S3_SECRET: &str = "e2e-shared-s3-credentials";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -325,21 +327,19 @@ impl Cluster {
         &self.target_url
     }
 
-    /// The Secret a BackupTarget of [`Self::target_url`] names: the S3 credentials, if any.
-    pub fn target_secret(&self) -> Option<&'static str> {
-        self._s3.is_some().then_some(S3_SECRET)
-    }
-
-    /// Gives `other` (e.g. the standby side of a DR scenario) the credentials of this cluster's
-    /// target, under [`Self::target_secret`].
-    pub async fn share_target_credentials(&self, other: &Cluster) {
-        if let Some(s3) = &self._s3 {
-            let secrets: Api<Secret> = other.api();
-            secrets
-                .create(&PostParams::default(), &s3_secret(s3))
-                .await
-                .expect("create the S3 Secret on the other side");
-        }
+    /// Gives `other` (e.g. the standby side of a DR scenario, which may have an S3 server of its
+    /// own) the credentials of this cluster's target; the name of the Secret that holds them,
+    /// for a BackupTarget of [`Self::target_url`] there, if the target needs one.
+    pub async fn share_target_credentials(&self, other: &Cluster) -> Option<&'static str> {
+        let s3 = self._s3.as_ref()?;
+        let mut secret = s3_secret(s3);
+        secret.metadata.name = Some(SHARED_S3_SECRET.to_owned());
+        let secrets: Api<Secret> = other.api();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create the shared S3 Secret on the other side");
+        Some(SHARED_S3_SECRET)
     }
 
     /// Name of simulated node `i`.

@@ -218,9 +218,15 @@ async fn standby_volume_follows_incrementally_and_activates() {
     // cluster with its own operator processes, both on one store.
     let primary = Cluster::start(Options::default()).await;
     let second = std::env::var("BULWARK_E2E_KUBECONFIG_B").ok();
+    // Its own default target is a directory: a second S3 server of the same bucket and path
+    // would have the same target URL as the primary's, and a backup URL cannot say which
+    // server it means (the `default` target wins).
     let standby_side = Cluster::start_with(
         second.as_deref().map(std::path::Path::new),
-        Options::default(),
+        Options {
+            agents: 1,
+            target: Target::File,
+        },
     )
     .await;
     let volumes: Api<Volume> = primary.api();
@@ -236,12 +242,12 @@ async fn standby_volume_follows_incrementally_and_activates() {
     let url = first.status.and_then(|s| s.url).expect("url");
     // The standby side reaches the same store through a target of its own (never replacing a
     // `default` target that may be a real deployment's).
-    primary.share_target_credentials(&standby_side).await;
+    let secret = primary.share_target_credentials(&standby_side).await;
     let targets: Api<BackupTarget> = standby_side.api();
     targets
         .create(
             &PostParams::default(),
-            &objects::backup_target("e2e-primary", primary.target_url(), primary.target_secret()),
+            &objects::backup_target("e2e-primary", primary.target_url(), secret),
         )
         .await
         .expect("target on the standby side");
