@@ -134,10 +134,14 @@ fn staged_restore_zeroes_over_lower_data_and_swaps_atomically() {
 
     let staged = vol.stage_restore().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    // The commit waits until the reader has seen the old data once, so the reader runs across
+    // the swap however the threads are scheduled.
+    let reading = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (vol, stop, old, new) = (
+        let (vol, stop, reading, old, new) = (
             Arc::clone(&vol),
             Arc::clone(&stop),
+            Arc::clone(&reading),
             old.clone(),
             new.clone(),
         );
@@ -147,6 +151,7 @@ fn staged_restore_zeroes_over_lower_data_and_swaps_atomically() {
                 let seen = read_all(&vol);
                 if seen == old {
                     saw_old += 1;
+                    reading.store(true, Ordering::Release);
                 } else if seen == new {
                     saw_new += 1;
                 } else {
@@ -166,6 +171,10 @@ fn staged_restore_zeroes_over_lower_data_and_swaps_atomically() {
         .unwrap();
     staged.flush().unwrap();
     assert_eq!(read_all(&vol), old, "nothing is visible before the commit");
+    while !reading.load(Ordering::Acquire) {
+        assert!(!reader.is_finished(), "the reader stopped before reading");
+        std::thread::yield_now();
+    }
     staged.commit().unwrap();
     stop.store(true, Ordering::Release);
     let (saw_old, saw_new) = reader.join().unwrap();
