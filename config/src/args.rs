@@ -36,6 +36,7 @@ settings! {
     DEFAULT_BLOCK_SIZE = "default-backup-block-size", "BULWARK_DEFAULT_BACKUP_BLOCK_SIZE";
     ALLOW_DETACHED = "allow-recurring-job-while-volume-detached", "BULWARK_ALLOW_RECURRING_JOB_WHILE_VOLUME_DETACHED";
     CSI_DRIVER_NAME = "csi-driver-name", "BULWARK_CSI_DRIVER_NAME";
+    CSI_ENDPOINT = "csi-endpoint", "BULWARK_CSI_ENDPOINT";
     NODE_NAME = "node-name", "NODE_NAME";
     DATA_DIR = "data-dir", "BULWARK_DATA_DIR";
     MOUNT_DIR = "mount-dir", "BULWARK_MOUNT_DIR";
@@ -104,6 +105,10 @@ pub struct ControllerArgs {
     /// Driver name of the VolumeSnapshotContents to fulfil.
     #[arg(long = CSI_DRIVER_NAME.flag, env = CSI_DRIVER_NAME.env, default_value = "driver.bulwark.io")]
     pub csi_driver_name: String,
+    /// Serve the CSI Identity and Controller services on this unix socket for the CSI sidecars
+    /// (`unix:///csi/csi.sock`); none when unset.
+    #[arg(long = CSI_ENDPOINT.flag, env = CSI_ENDPOINT.env)]
+    pub csi_endpoint: Option<String>,
 }
 
 /// Settings of `bulwark agent`.

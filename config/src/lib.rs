@@ -81,6 +81,8 @@ pub struct ControllerConfig {
     pub allow_recurring_job_while_volume_detached: bool,
     /// Driver name of the VolumeSnapshotContents the operator fulfils.
     pub csi_driver_name: String,
+    /// Unix socket of the CSI Identity and Controller services, when served.
+    pub csi_socket: Option<PathBuf>,
 }
 
 /// `bulwark agent`: the node agent.

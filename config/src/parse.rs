@@ -185,6 +185,22 @@ pub(crate) fn controller(
             "must be a DNS name such as driver.bulwark.io",
         ));
     }
+    let csi_socket = args
+        .csi_endpoint
+        .as_deref()
+        .map(|endpoint| {
+            let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+            if path.len() > 1 && path.starts_with('/') {
+                Ok(std::path::PathBuf::from(path))
+            } else {
+                Err(invalid(
+                    args::CSI_ENDPOINT,
+                    endpoint,
+                    "must be a unix socket as unix:///<absolute path> (the sidecars' --csi-address)",
+                ))
+            }
+        })
+        .transpose()?;
     Ok(ControllerConfig {
         common,
         install_crds: args.install_crds,
@@ -209,6 +225,7 @@ pub(crate) fn controller(
         default_block_size,
         allow_recurring_job_while_volume_detached: args.allow_recurring_job_while_volume_detached,
         csi_driver_name: args.csi_driver_name.clone(),
+        csi_socket,
     })
 }
 

@@ -65,7 +65,19 @@ fn controller_defaults() {
     );
     assert_eq!(config.default_block_size, 2 << 20);
     assert_eq!(config.csi_driver_name, "driver.bulwark.io");
+    assert_eq!(config.csi_socket, None);
     assert!(!config.install_crds && !config.allow_recurring_job_while_volume_detached);
+}
+
+#[test]
+fn the_csi_endpoint_is_a_unix_socket_path() {
+    for endpoint in ["unix:///csi/csi.sock", "/csi/csi.sock"] {
+        let config = controller(&["--csi-endpoint", endpoint]).expect("valid");
+        assert_eq!(
+            config.csi_socket.as_deref(),
+            Some(std::path::Path::new("/csi/csi.sock"))
+        );
+    }
 }
 
 #[test]
@@ -190,6 +202,16 @@ fn invalid_controller_values_name_flag_and_env() {
             "BULWARK_CSI_DRIVER_NAME",
         ),
         (&["--context", ""], "context", "BULWARK_KUBE_CONTEXT"),
+        (
+            &["--csi-endpoint", "tcp://0.0.0.0:10000"],
+            "csi-endpoint",
+            "BULWARK_CSI_ENDPOINT",
+        ),
+        (
+            &["--csi-endpoint", "csi/csi.sock"],
+            "csi-endpoint",
+            "BULWARK_CSI_ENDPOINT",
+        ),
     ];
     for (args, flag, env) in cases {
         let error = controller(args).expect_err(&format!("{args:?} is refused"));

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod controllers;
 pub mod crds;
+pub mod csi;
 pub mod events;
 pub mod finalizers;
 pub mod http;

@@ -39,11 +39,12 @@ const EVENTS: Rule = rule("events.k8s.io", &["events"], &["create", "patch"]);
 
 /// The controller, in its namespace.
 pub const CONTROLLER_RULES: &[Rule] = &[
-    // Caches of every kind; placement patches finalizers and backup defaults.
+    // Caches of every kind; placement patches finalizers and backup defaults; the CSI
+    // controller service creates and deletes the volumes of PVCs.
     rule(
         "bulwark.io",
         &["volumes"],
-        &["get", "list", "watch", "patch"],
+        &["get", "list", "watch", "create", "patch", "delete"],
     ),
     rule("bulwark.io", &["recurringjobs"], READ),
     // Snapshots: recurring jobs create them and delete them by retention, cleanup and skips;

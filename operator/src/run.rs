@@ -47,6 +47,17 @@ pub async fn controller(config: ControllerConfig) -> anyhow::Result<()> {
         return finish(server).await;
     }
     let caches = Caches::start(&client, &config.common.namespace, &readiness, &shutdown);
+    // The CSI controller plugin answers on every replica: its sidecars elect their own leader.
+    if let Some(socket) = config.csi_socket.clone() {
+        tokio::spawn(crate::csi::run_controller_plugin(
+            socket,
+            config.csi_driver_name.clone(),
+            client.clone(),
+            config.common.namespace.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     readiness.wait_for("leader election", "Lease not acquired or observed yet");
     let (mut leading, lease_task) =

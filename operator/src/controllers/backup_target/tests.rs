@@ -60,6 +60,7 @@ pub fn context(client: kube::Client) -> (Context, Arc<Mutex<Vec<Published>>>) {
         default_block_size: 2 << 20,
         allow_recurring_job_while_volume_detached: false,
         csi_driver_name: "driver.bulwark.io".into(),
+        csi_socket: None,
     };
     let caches = Caches {
         backup_targets: reflector::store().0,

@@ -1,0 +1,513 @@
+//! The CSI Controller service: volumes of PVCs as Volume objects in the operator's namespace.
+//!
+//! CreateVolume validates everything before it creates anything (capabilities, size, content
+//! source, StorageClass parameters), is idempotent by name as the spec demands, and answers
+//! once the volume is Ready; while it is still being placed or created it answers `ABORTED`,
+//! which the external-provisioner retries. DeleteVolume deletes the Volume (its finalizer keeps
+//! it until the agent removed the data); a missing one is already deleted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crd_types::Volume;
+use crd_types::volume::VolumeState;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use tonic::{Code, Request, Response, Status};
+
+use super::TOPOLOGY_NODE_KEY;
+use super::parameters::{self, VolumeParameters};
+use super::proto::{self, volume_capability, volume_content_source};
+
+/// A volume no size was asked for gets this many bytes.
+pub const DEFAULT_SIZE: i64 = 1 << 30;
+/// Volume sizes are whole 4 KiB sectors.
+const SECTOR: i64 = 4096;
+/// Label marking the Volumes this driver created.
+pub const CREATED_BY_LABEL: &str = "bulwark.io/created-by";
+
+/// The Controller service of `bulwark run`.
+#[derive(Clone)]
+pub struct ControllerService {
+    pub client: kube::Client,
+    /// Where Volume objects live.
+    pub namespace: String,
+    /// How long CreateVolume waits for a new volume to become Ready before it answers
+    /// `ABORTED` (the sidecar retries).
+    pub ready_wait: Duration,
+}
+
+impl ControllerService {
+    fn volumes(&self) -> Api<Volume> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message)
+}
+
+fn api_error(what: &str, error: kube::Error) -> Status {
+    let code = match &error {
+        kube::Error::Api(status) if status.code == 403 => Code::PermissionDenied,
+        kube::Error::Api(status) if status.code == 409 => Code::Aborted,
+        kube::Error::Api(status) if status.code == 422 => Code::InvalidArgument,
+        kube::Error::Api(status) if status.code >= 500 => Code::Unavailable,
+        _ => Code::Internal,
+    };
+    Status::new(code, format!("{what}: {error}"))
+}
+
+/// Why a capability cannot be had, naming the field and what Bulwark offers.
+pub fn check_capability(index: usize, capability: &proto::VolumeCapability) -> Result<(), String> {
+    use volume_capability::access_mode::Mode;
+    let field = format!("volume_capabilities[{index}]");
+    let mode = capability
+        .access_mode
+        .as_ref()
+        .map(|m| Mode::try_from(m.mode).unwrap_or(Mode::Unknown))
+        .unwrap_or(Mode::Unknown);
+    match mode {
+        Mode::SingleNodeWriter
+        | Mode::SingleNodeReaderOnly
+        | Mode::SingleNodeSingleWriter
+        | Mode::SingleNodeMultiWriter => {}
+        Mode::Unknown => {
+            return Err(format!(
+                "{field}.access_mode is missing or unknown: ask for ReadWriteOnce (SINGLE_NODE_WRITER)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "{field}.access_mode {} is not supported: a Bulwark volume is used on one node at a time; use ReadWriteOnce or ReadWriteOncePod",
+                other.as_str_name()
+            ));
+        }
+    }
+    match &capability.access_type {
+        Some(volume_capability::AccessType::Block(_)) => Ok(()),
+        Some(volume_capability::AccessType::Mount(mount)) => match mount.fs_type.as_str() {
+            "" | "ext4" | "xfs" => Ok(()),
+            other => Err(format!(
+                "{field}.mount.fs_type {other:?} is not supported: use ext4 (the default) or xfs"
+            )),
+        },
+        None => Err(format!(
+            "{field}.access_type is missing: ask for a block or a mount (filesystem) volume"
+        )),
+    }
+}
+
+/// The size to create for `range`: at least `required_bytes` rounded up to whole sectors, at
+/// most `limit_bytes` (0: no limit), [`DEFAULT_SIZE`] when neither is given.
+pub fn volume_size(range: Option<&proto::CapacityRange>) -> Result<i64, String> {
+    let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
+    if required < 0 || limit < 0 {
+        return Err("capacity_range must not be negative".into());
+    }
+    let wanted = if required == 0 {
+        if limit == 0 {
+            DEFAULT_SIZE
+        } else {
+            limit.min(DEFAULT_SIZE)
+        }
+    } else {
+        required
+    };
+    let size = wanted
+        .checked_add(SECTOR - 1)
+        .ok_or_else(|| format!("capacity_range: {wanted} bytes is too large"))?
+        / SECTOR
+        * SECTOR;
+    if limit != 0 && size > limit {
+        return Err(format!(
+            "capacity_range: required_bytes {required} rounded up to whole 4 KiB sectors is {size}, more than limit_bytes {limit}"
+        ));
+    }
+    Ok(size)
+}
+
+/// `spec.dataSource` for a content source: a snapshot handle (`snap://`, `bak://`, legacy
+/// `bs://`, `bi://`) as it is, after checking it decodes; a volume as `vol://<id>`.
+pub fn data_source(source: Option<&proto::VolumeContentSource>) -> Result<Option<String>, String> {
+    match source.and_then(|s| s.r#type.as_ref()) {
+        None => Ok(None),
+        Some(volume_content_source::Type::Snapshot(snapshot)) => {
+            handle_codec::decode(&snapshot.snapshot_id).map_err(|e| {
+                format!(
+                    "volume_content_source.snapshot.snapshot_id {:?}: {e}",
+                    snapshot.snapshot_id
+                )
+            })?;
+            Ok(Some(snapshot.snapshot_id.clone()))
+        }
+        Some(volume_content_source::Type::Volume(volume)) => {
+            if is_volume_name(&volume.volume_id) {
+                Ok(Some(format!("vol://{}", volume.volume_id)))
+            } else {
+                Err(format!(
+                    "volume_content_source.volume.volume_id {:?} is not a Bulwark volume",
+                    volume.volume_id
+                ))
+            }
+        }
+    }
+}
+
+/// Volume names: DNS-1123 labels of at most 63 characters (the external-provisioner's
+/// `pvc-<uid>` is one).
+fn is_volume_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// The Volume a validated request creates.
+pub fn build_volume(
+    name: &str,
+    size: i64,
+    source: Option<String>,
+    parameters: &VolumeParameters,
+) -> Volume {
+    let mut labels: BTreeMap<String, String> = parameters.labels.clone();
+    labels.insert(CREATED_BY_LABEL.into(), "csi".into());
+    let mut spec = serde_json::json!({ "size": size.to_string() });
+    let mut set = |key: &str, value: Option<serde_json::Value>| {
+        if let Some(value) = value {
+            spec[key] = value;
+        }
+    };
+    set("dataSource", source.map(Into::into));
+    set("fromBackup", parameters.from_backup.clone().map(Into::into));
+    set(
+        "backingImage",
+        parameters
+            .backing_image
+            .as_ref()
+            .map(|i| i.name.clone().into()),
+    );
+    set("nodeID", parameters.node_id.clone().map(Into::into));
+    set(
+        "backupTargetName",
+        parameters.backup_target_name.clone().map(Into::into),
+    );
+    set(
+        "backupCompressionMethod",
+        parameters
+            .backup_compression_method
+            .map(|m| m.as_str().into()),
+    );
+    set(
+        "backupBlockSize",
+        parameters.backup_block_size.clone().map(Into::into),
+    );
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "bulwark.io/v1beta1", "kind": "Volume",
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    }))
+    .expect("the Volume built here matches its schema")
+}
+
+/// Whether an existing Volume is what the request asks for again (same size and source).
+fn same_request(existing: &Volume, wanted: &Volume) -> bool {
+    existing.spec.size == wanted.spec.size
+        && existing.spec.data_source == wanted.spec.data_source
+        && existing.spec.from_backup == wanted.spec.from_backup
+        && existing.spec.backing_image == wanted.spec.backing_image
+}
+
+fn csi_volume(
+    volume: &Volume,
+    size: i64,
+    source: Option<proto::VolumeContentSource>,
+) -> proto::Volume {
+    let node = volume.status.as_ref().and_then(|s| s.owner_id.clone());
+    proto::Volume {
+        capacity_bytes: size,
+        volume_id: volume.metadata.name.clone().unwrap_or_default(),
+        volume_context: HashMap::new(),
+        content_source: source,
+        accessible_topology: node
+            .map(|node| proto::Topology {
+                segments: HashMap::from([(TOPOLOGY_NODE_KEY.to_owned(), node)]),
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+impl ControllerService {
+    /// Waits up to `ready_wait` for `name` to be Ready.
+    async fn wait_ready(&self, name: &str) -> Result<Volume, Status> {
+        let deadline = tokio::time::Instant::now() + self.ready_wait;
+        loop {
+            let volume = self
+                .volumes()
+                .get_opt(name)
+                .await
+                .map_err(|e| api_error("reading the new Volume", e))?
+                .ok_or_else(|| {
+                    Status::aborted(format!(
+                        "volume {name} was deleted while it was being created"
+                    ))
+                })?;
+            let status = volume.status.as_ref();
+            match status.and_then(|s| s.state) {
+                Some(VolumeState::Ready) => return Ok(volume),
+                Some(VolumeState::Faulted) => {
+                    let why = status
+                        .and_then(|s| s.conditions.as_ref())
+                        .and_then(|c| c.iter().find(|c| c.status == "False"))
+                        .map_or_else(String::new, |c| format!(": {}", c.message));
+                    return Err(Status::internal(format!(
+                        "volume {name} could not be created{why} (kubectl describe volumes.bulwark.io {name} -n {})",
+                        self.namespace
+                    )));
+                }
+                state => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Status::aborted(format!(
+                            "volume {name} is not ready yet (state {}): still being placed or created; the request is retried",
+                            state.map_or("Pending".to_owned(), |s| format!("{s:?}"))
+                        )));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::controller_server::Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        request: Request<proto::CreateVolumeRequest>,
+    ) -> Result<Response<proto::CreateVolumeResponse>, Status> {
+        let request = request.into_inner();
+        let name = request.name.as_str();
+        if name.is_empty() {
+            return Err(invalid("name is required"));
+        }
+        if !is_volume_name(name) {
+            return Err(invalid(format!(
+                "name {name:?} cannot name a Bulwark volume: use at most 63 lowercase letters, digits and '-' (the external-provisioner's pvc-<uid> names fit)"
+            )));
+        }
+        if request.volume_capabilities.is_empty() {
+            return Err(invalid(
+                "volume_capabilities is required: ask for at least one",
+            ));
+        }
+        for (index, capability) in request.volume_capabilities.iter().enumerate() {
+            check_capability(index, capability).map_err(invalid)?;
+        }
+        let size = volume_size(request.capacity_range.as_ref()).map_err(Status::out_of_range)?;
+        let source = data_source(request.volume_content_source.as_ref()).map_err(invalid)?;
+        let parameters = parameters::parse(
+            request
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        if source.is_some() && parameters.from_backup.is_some() {
+            return Err(invalid(
+                "volume_content_source and the StorageClass parameter `fromBackup` are exclusive: restore from one or the other",
+            ));
+        }
+        let wanted = build_volume(name, size, source, &parameters);
+
+        let volumes = self.volumes();
+        match volumes
+            .get_opt(name)
+            .await
+            .map_err(|e| api_error("reading the Volume", e))?
+        {
+            Some(existing) if same_request(&existing, &wanted) => {}
+            Some(existing) => {
+                return Err(Status::already_exists(format!(
+                    "volume {name} exists with size {} and another source: a request with the same name must ask for the same volume",
+                    existing.spec.size
+                )));
+            }
+            None => match volumes.create(&PostParams::default(), &wanted).await {
+                Ok(_) => tracing::info!(volume = name, size, "CSI: Volume created"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => return Err(api_error("creating the Volume", error)),
+            },
+        }
+        let ready = self.wait_ready(name).await?;
+        Ok(Response::new(proto::CreateVolumeResponse {
+            volume: Some(csi_volume(&ready, size, request.volume_content_source)),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<proto::DeleteVolumeRequest>,
+    ) -> Result<Response<proto::DeleteVolumeResponse>, Status> {
+        let id = request.into_inner().volume_id;
+        if id.is_empty() {
+            return Err(invalid("volume_id is required"));
+        }
+        if !is_volume_name(&id) {
+            // Never one of ours: nothing to delete.
+            return Ok(Response::new(proto::DeleteVolumeResponse {}));
+        }
+        match self.volumes().delete(&id, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(volume = id, "CSI: Volume deleted"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(api_error("deleting the Volume", error)),
+        }
+        Ok(Response::new(proto::DeleteVolumeResponse {}))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<proto::ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<proto::ValidateVolumeCapabilitiesResponse>, Status> {
+        let request = request.into_inner();
+        if request.volume_id.is_empty() {
+            return Err(invalid("volume_id is required"));
+        }
+        if request.volume_capabilities.is_empty() {
+            return Err(invalid("volume_capabilities is required"));
+        }
+        let exists = is_volume_name(&request.volume_id)
+            && self
+                .volumes()
+                .get_opt(&request.volume_id)
+                .await
+                .map_err(|e| api_error("reading the Volume", e))?
+                .is_some();
+        if !exists {
+            return Err(Status::not_found(format!(
+                "volume {} does not exist",
+                request.volume_id
+            )));
+        }
+        let refused: Vec<String> = request
+            .volume_capabilities
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| check_capability(i, c).err())
+            .collect();
+        Ok(Response::new(if refused.is_empty() {
+            proto::ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(proto::validate_volume_capabilities_response::Confirmed {
+                    volume_context: request.volume_context,
+                    volume_capabilities: request.volume_capabilities,
+                    parameters: request.parameters,
+                    mutable_parameters: request.mutable_parameters,
+                }),
+                message: String::new(),
+            }
+        } else {
+            proto::ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: refused.join("; "),
+            }
+        }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _: Request<proto::ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<proto::ControllerGetCapabilitiesResponse>, Status> {
+        use proto::controller_service_capability::{Rpc, Type, rpc};
+        let capabilities = [rpc::Type::CreateDeleteVolume, rpc::Type::CloneVolume]
+            .into_iter()
+            .map(|kind| proto::ControllerServiceCapability {
+                r#type: Some(Type::Rpc(Rpc {
+                    r#type: kind as i32,
+                })),
+            })
+            .collect();
+        Ok(Response::new(proto::ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        _: Request<proto::ControllerPublishVolumeRequest>,
+    ) -> Result<Response<proto::ControllerPublishVolumeResponse>, Status> {
+        Err(not_offered("ControllerPublishVolume"))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _: Request<proto::ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<proto::ControllerUnpublishVolumeResponse>, Status> {
+        Err(not_offered("ControllerUnpublishVolume"))
+    }
+
+    async fn list_volumes(
+        &self,
+        _: Request<proto::ListVolumesRequest>,
+    ) -> Result<Response<proto::ListVolumesResponse>, Status> {
+        Err(not_offered("ListVolumes"))
+    }
+
+    async fn get_capacity(
+        &self,
+        _: Request<proto::GetCapacityRequest>,
+    ) -> Result<Response<proto::GetCapacityResponse>, Status> {
+        Err(not_offered("GetCapacity"))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _: Request<proto::CreateSnapshotRequest>,
+    ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
+        Err(not_offered("CreateSnapshot"))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _: Request<proto::DeleteSnapshotRequest>,
+    ) -> Result<Response<proto::DeleteSnapshotResponse>, Status> {
+        Err(not_offered("DeleteSnapshot"))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<proto::ListSnapshotsRequest>,
+    ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
+        Err(not_offered("ListSnapshots"))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        _: Request<proto::ControllerExpandVolumeRequest>,
+    ) -> Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
+        Err(not_offered("ControllerExpandVolume"))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        _: Request<proto::ControllerGetVolumeRequest>,
+    ) -> Result<Response<proto::ControllerGetVolumeResponse>, Status> {
+        Err(not_offered("ControllerGetVolume"))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _: Request<proto::ControllerModifyVolumeRequest>,
+    ) -> Result<Response<proto::ControllerModifyVolumeResponse>, Status> {
+        Err(not_offered("ControllerModifyVolume"))
+    }
+}
+
+/// RPCs whose capability the driver does not announce (the spec's answer is UNIMPLEMENTED).
+fn not_offered(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not offered by this driver (see ControllerGetCapabilities)"
+    ))
+}

@@ -1,0 +1,533 @@
+//! Every RPC over a real unix socket with tonic's client; the Controller service against the
+//! mock API server, whose script checks each request the driver makes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::controller::ControllerService;
+use super::identity::IdentityService;
+use super::proto::controller_client::ControllerClient;
+use super::proto::identity_client::IdentityClient;
+use super::proto::{self, volume_capability, volume_content_source};
+use crate::controllers::testing::{ApiServer, json_response, not_found};
+use crate::readiness::Readiness;
+
+const VOLUMES: &str = "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/volumes";
+
+/// The driver serving on a socket in a temp dir, and a client channel to it.
+struct Driver {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    channel: Channel,
+    stop: CancellationToken,
+    served: tokio::task::JoinHandle<Result<(), super::ServeError>>,
+}
+
+impl Driver {
+    async fn start(readiness: Readiness, controller: Option<ControllerService>) -> Driver {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("plugin/csi.sock");
+        // A socket file left by an earlier process must not stop the driver.
+        std::fs::create_dir_all(socket.parent().expect("parent")).expect("dir");
+        std::fs::write(&socket, b"stale").expect("stale socket file");
+        let identity = IdentityService {
+            driver_name: "driver.bulwark.io".into(),
+            readiness,
+            controller: controller.is_some(),
+        };
+        let stop = CancellationToken::new();
+        let served = {
+            let socket = socket.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { super::serve(&socket, identity, controller, stop).await })
+        };
+        let path = socket.clone();
+        let channel = Endpoint::try_from("http://driver.invalid")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                tokio::net::UnixStream::connect(path.clone())
+            }))
+            .await;
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(_) => {
+                // The server may not listen yet: once more after it had a moment.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let path = socket.clone();
+                Endpoint::try_from("http://driver.invalid")
+                    .expect("endpoint")
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        tokio::net::UnixStream::connect(path.clone())
+                    }))
+                    .await
+                    .expect("the driver listens on its socket")
+            }
+        };
+        Driver {
+            _dir: dir,
+            socket,
+            channel,
+            stop,
+            served,
+        }
+    }
+
+    fn controller(&self) -> ControllerClient<Channel> {
+        ControllerClient::new(self.channel.clone())
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.served)
+            .await
+            .expect("the server stops when told to")
+            .expect("no panic")
+            .expect("served without error");
+        assert!(!self.socket.exists(), "the socket file is removed");
+    }
+}
+
+fn controller_service(client: kube::Client, ready_wait: Duration) -> ControllerService {
+    ControllerService {
+        client,
+        namespace: "bulwark-system".into(),
+        ready_wait,
+    }
+}
+
+fn rwo_mount() -> proto::VolumeCapability {
+    capability(
+        volume_capability::access_mode::Mode::SingleNodeWriter,
+        volume_capability::AccessType::Mount(volume_capability::MountVolume {
+            fs_type: "ext4".into(),
+            ..Default::default()
+        }),
+    )
+}
+
+fn capability(
+    mode: volume_capability::access_mode::Mode,
+    access: volume_capability::AccessType,
+) -> proto::VolumeCapability {
+    proto::VolumeCapability {
+        access_mode: Some(volume_capability::AccessMode { mode: mode as i32 }),
+        access_type: Some(access),
+    }
+}
+
+fn create_request(name: &str, required: i64) -> proto::CreateVolumeRequest {
+    proto::CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(proto::CapacityRange {
+            required_bytes: required,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![rwo_mount()],
+        ..Default::default()
+    }
+}
+
+fn volume_json(name: &str, size: &str, state: Option<&str>, owner: Option<&str>) -> Value {
+    json!({
+        "apiVersion": "bulwark.io/v1beta1", "kind": "Volume",
+        "metadata": {"name": name, "namespace": "bulwark-system"},
+        "spec": {"size": size},
+        "status": {"state": state, "ownerID": owner},
+    })
+}
+
+/// The script's result; a script still waiting for a request the driver never sent fails the
+/// test instead of hanging it.
+async fn finish<T>(script: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), script)
+        .await
+        .expect("the driver sent every request the script expects")
+        .expect("script")
+}
+
+#[tokio::test]
+async fn identity_names_the_driver_its_services_and_readiness() {
+    let readiness = Readiness::default();
+    readiness.wait_for("leader election", "not yet");
+    let driver = Driver::start(readiness.clone(), None).await;
+    let mut identity = IdentityClient::new(driver.channel.clone());
+    let info = identity
+        .get_plugin_info(proto::GetPluginInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(info.name, "driver.bulwark.io");
+    assert_eq!(info.vendor_version, env!("CARGO_PKG_VERSION"));
+    let capabilities = identity
+        .get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {})
+        .await
+        .expect("capabilities")
+        .into_inner()
+        .capabilities;
+    use proto::plugin_capability::{Type, service};
+    let services: Vec<i32> = capabilities
+        .iter()
+        .filter_map(|c| match &c.r#type {
+            Some(Type::Service(s)) => Some(s.r#type),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        services,
+        vec![service::Type::VolumeAccessibilityConstraints as i32],
+        "a node-only driver does not announce the Controller service"
+    );
+    let probe = |mut identity: IdentityClient<Channel>| async move {
+        identity
+            .probe(proto::ProbeRequest {})
+            .await
+            .expect("probe")
+            .into_inner()
+            .ready
+    };
+    assert_eq!(probe(identity.clone()).await, Some(false));
+    readiness.done("leader election");
+    assert_eq!(probe(identity).await, Some(true));
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn bad_create_requests_are_refused_with_the_field_before_anything_is_made() {
+    use volume_capability::access_mode::Mode;
+    let (client, server) = ApiServer::start();
+    // Any request to the API server would fail the RPC with another code: none may be sent.
+    drop(server);
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let mut controller = driver.controller();
+    let mut multi = create_request("pvc-1", 1 << 20);
+    multi.volume_capabilities = vec![capability(
+        Mode::MultiNodeMultiWriter,
+        volume_capability::AccessType::Mount(Default::default()),
+    )];
+    let mut no_caps = create_request("pvc-1", 1 << 20);
+    no_caps.volume_capabilities.clear();
+    let mut bad_fs = create_request("pvc-1", 1 << 20);
+    bad_fs.volume_capabilities = vec![capability(
+        Mode::SingleNodeWriter,
+        volume_capability::AccessType::Mount(volume_capability::MountVolume {
+            fs_type: "ntfs".into(),
+            ..Default::default()
+        }),
+    )];
+    let mut unknown_parameter = create_request("pvc-1", 1 << 20);
+    unknown_parameter
+        .parameters
+        .insert("numberOfReplicas".into(), "3".into());
+    let mut bad_handle = create_request("pvc-1", 1 << 20);
+    bad_handle.volume_content_source = Some(proto::VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(
+            volume_content_source::SnapshotSource {
+                snapshot_id: "ftp://x".into(),
+            },
+        )),
+    });
+    let mut too_big = create_request("pvc-1", 10_000);
+    too_big.capacity_range = Some(proto::CapacityRange {
+        required_bytes: 10_000,
+        limit_bytes: 10_000,
+    });
+    for (request, code, expected) in [
+        (
+            create_request("", 1),
+            Code::InvalidArgument,
+            "name is required",
+        ),
+        (
+            create_request("PVC_1", 1),
+            Code::InvalidArgument,
+            "name \"PVC_1\" cannot name a Bulwark volume",
+        ),
+        (
+            no_caps,
+            Code::InvalidArgument,
+            "volume_capabilities is required",
+        ),
+        (
+            multi,
+            Code::InvalidArgument,
+            "volume_capabilities[0].access_mode MULTI_NODE_MULTI_WRITER is not supported",
+        ),
+        (
+            bad_fs,
+            Code::InvalidArgument,
+            "volume_capabilities[0].mount.fs_type \"ntfs\" is not supported",
+        ),
+        (
+            unknown_parameter,
+            Code::InvalidArgument,
+            "StorageClass parameter `numberOfReplicas` is not supported",
+        ),
+        (
+            bad_handle,
+            Code::InvalidArgument,
+            "volume_content_source.snapshot.snapshot_id \"ftp://x\"",
+        ),
+        (
+            too_big,
+            Code::OutOfRange,
+            "rounded up to whole 4 KiB sectors is 12288, more than limit_bytes 10000",
+        ),
+    ] {
+        let status = controller
+            .create_volume(request)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::from_secs(30))),
+    )
+    .await;
+    let script = tokio::spawn(async move {
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(not_found());
+        let create = server.expect(Method::POST, VOLUMES).await;
+        let body = create.json();
+        create.respond(json_response(StatusCode::CREATED, body.clone()));
+        // Still being created on the first look, Ready on the second.
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                volume_json("pvc-1", "1052672", Some("Creating"), Some("node-a")),
+            ));
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                volume_json("pvc-1", "1052672", Some("Ready"), Some("node-a")),
+            ));
+        body
+    });
+    let mut request = create_request("pvc-1", (1 << 20) + 1);
+    request.parameters.extend([
+        (
+            "recurringJobSelector".to_owned(),
+            r#"[{"name":"nightly","isGroup":true}]"#.to_owned(),
+        ),
+        ("backupBlockSize".to_owned(), "16Mi".to_owned()),
+        ("csi.storage.k8s.io/pvc/name".to_owned(), "data".to_owned()),
+    ]);
+    request.volume_content_source = Some(proto::VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(
+            volume_content_source::SnapshotSource {
+                snapshot_id: "bak://vol-a/backup-0123456789abcdef".into(),
+            },
+        )),
+    });
+    let volume = driver
+        .controller()
+        .create_volume(request)
+        .await
+        .expect("created")
+        .into_inner()
+        .volume
+        .expect("a volume");
+    let created = finish(script).await;
+    assert_eq!(
+        created["metadata"]["labels"],
+        json!({"recurring-job-group.bulwark.io/nightly": "enabled", "bulwark.io/created-by": "csi"})
+    );
+    assert_eq!(
+        created["spec"],
+        json!({
+            "size": "1052672", "dataSource": "bak://vol-a/backup-0123456789abcdef",
+            "backupBlockSize": "16Mi", "backupTargetName": "default", "standby": false
+        })
+    );
+    assert_eq!(volume.volume_id, "pvc-1");
+    assert_eq!(volume.capacity_bytes, 1_052_672);
+    assert_eq!(
+        volume.accessible_topology[0].segments[super::TOPOLOGY_NODE_KEY],
+        "node-a"
+    );
+    assert!(volume.content_source.is_some(), "the source is echoed");
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn create_is_idempotent_by_name_and_refuses_a_different_volume_of_that_name() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let script = tokio::spawn(async move {
+        for _ in 0..2 {
+            server
+                .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+                .await
+                .respond(json_response(
+                    StatusCode::OK,
+                    volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+                ));
+        }
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+            ));
+    });
+    let mut controller = driver.controller();
+    let again = controller
+        .create_volume(create_request("pvc-1", 1 << 20))
+        .await
+        .expect("the same request again succeeds")
+        .into_inner();
+    assert_eq!(again.volume.expect("volume").capacity_bytes, 1 << 20);
+    let other = controller
+        .create_volume(create_request("pvc-1", 2 << 20))
+        .await
+        .expect_err("another size under the same name");
+    assert_eq!(other.code(), Code::AlreadyExists, "{}", other.message());
+    assert!(
+        other.message().contains("exists with size 1048576"),
+        "{}",
+        other.message()
+    );
+    finish(script).await;
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn a_volume_not_ready_in_time_is_aborted_for_a_retry() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let script = tokio::spawn(async move {
+        for _ in 0..2 {
+            server
+                .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+                .await
+                .respond(json_response(
+                    StatusCode::OK,
+                    volume_json("pvc-1", "1048576", None, None),
+                ));
+        }
+    });
+    let status = driver
+        .controller()
+        .create_volume(create_request("pvc-1", 1 << 20))
+        .await
+        .expect_err("not ready");
+    assert_eq!(status.code(), Code::Aborted);
+    assert!(
+        status.message().contains("not ready yet (state Pending)"),
+        "{}",
+        status.message()
+    );
+    finish(script).await;
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
+    use volume_capability::access_mode::Mode;
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let script = tokio::spawn(async move {
+        server
+            .expect(Method::DELETE, &format!("{VOLUMES}/pvc-gone"))
+            .await
+            .respond(not_found());
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-gone"))
+            .await
+            .respond(not_found());
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+            ));
+    });
+    let mut controller = driver.controller();
+    controller
+        .delete_volume(proto::DeleteVolumeRequest {
+            volume_id: "pvc-gone".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deleting a missing volume succeeds");
+    let missing = controller
+        .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+            volume_id: "pvc-gone".into(),
+            volume_capabilities: vec![rwo_mount()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("missing");
+    assert_eq!(missing.code(), Code::NotFound);
+    let answer = controller
+        .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+            volume_id: "pvc-1".into(),
+            volume_capabilities: vec![capability(
+                Mode::MultiNodeReaderOnly,
+                volume_capability::AccessType::Block(Default::default()),
+            )],
+            ..Default::default()
+        })
+        .await
+        .expect("answered")
+        .into_inner();
+    assert!(answer.confirmed.is_none());
+    assert!(
+        answer
+            .message
+            .contains("MULTI_NODE_READER_ONLY is not supported"),
+        "{}",
+        answer.message
+    );
+    finish(script).await;
+    let capabilities = controller
+        .controller_get_capabilities(proto::ControllerGetCapabilitiesRequest {})
+        .await
+        .expect("capabilities")
+        .into_inner()
+        .capabilities;
+    assert_eq!(capabilities.len(), 2);
+    let unoffered = controller
+        .create_snapshot(proto::CreateSnapshotRequest::default())
+        .await
+        .expect_err("not offered yet");
+    assert_eq!(unoffered.code(), Code::Unimplemented);
+    driver.stop().await;
+}
