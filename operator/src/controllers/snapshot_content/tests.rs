@@ -1384,7 +1384,13 @@ async fn cluster_pre_provisioned_snapshot_content_becomes_ready_and_is_released(
 
     let contents: Api<VolumeSnapshotContent> = Api::all(client.clone());
     let name = format!("bulwark-test-{}", std::process::id());
-    let content: VolumeSnapshotContent = serde_json::from_value(json!({
+    // Created as a dynamic object: our type of the upstream kind serializes no apiVersion and
+    // kind (the controller only ever patches contents).
+    let gvk =
+        kube::api::GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent");
+    let dynamic: Api<kube::api::DynamicObject> =
+        Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk(&gvk));
+    let content: kube::api::DynamicObject = serde_json::from_value(json!({
         "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent",
         "metadata": {"name": name},
         "spec": {"driver": "driver.bulwark.io", "deletionPolicy": "Delete",
@@ -1392,7 +1398,7 @@ async fn cluster_pre_provisioned_snapshot_content_becomes_ready_and_is_released(
                  "volumeSnapshotRef": {"name": "vs", "namespace": namespace}}
     }))
     .expect("a content");
-    contents
+    dynamic
         .create(&PostParams::default(), &content)
         .await
         .expect("content created");
