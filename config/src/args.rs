@@ -129,4 +129,11 @@ pub struct AgentArgs {
     /// Hashing/upload workers per backup (default: the number of CPUs).
     #[arg(long = BACKUP_WORKERS.flag, env = BACKUP_WORKERS.env)]
     pub backup_workers: Option<String>,
+    /// Serve the CSI Identity and Node services on this unix socket for kubelet
+    /// (`unix:///csi/csi.sock`, registered by node-driver-registrar); none when unset.
+    #[arg(long = CSI_ENDPOINT.flag, env = CSI_ENDPOINT.env)]
+    pub csi_endpoint: Option<String>,
+    /// The CSI driver name this node plugin answers to.
+    #[arg(long = CSI_DRIVER_NAME.flag, env = CSI_DRIVER_NAME.env, default_value = "driver.bulwark.io")]
+    pub csi_driver_name: String,
 }

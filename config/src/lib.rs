@@ -99,6 +99,10 @@ pub struct AgentConfig {
     pub max_concurrent_operations: u32,
     /// Hashing/upload workers per backup.
     pub backup_workers: u32,
+    /// Unix socket of the CSI Identity and Node services, when served.
+    pub csi_socket: Option<PathBuf>,
+    /// The CSI driver name of the node plugin.
+    pub csi_driver_name: String,
 }
 
 impl ControllerConfig {

@@ -178,29 +178,8 @@ pub(crate) fn controller(
                 "must be 2Mi or 16Mi",
             )
         })?;
-    if args.csi_driver_name.is_empty() || !is_dns_subdomain(&args.csi_driver_name) {
-        return Err(invalid(
-            args::CSI_DRIVER_NAME,
-            &args.csi_driver_name,
-            "must be a DNS name such as driver.bulwark.io",
-        ));
-    }
-    let csi_socket = args
-        .csi_endpoint
-        .as_deref()
-        .map(|endpoint| {
-            let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
-            if path.len() > 1 && path.starts_with('/') {
-                Ok(std::path::PathBuf::from(path))
-            } else {
-                Err(invalid(
-                    args::CSI_ENDPOINT,
-                    endpoint,
-                    "must be a unix socket as unix:///<absolute path> (the sidecars' --csi-address)",
-                ))
-            }
-        })
-        .transpose()?;
+    check_csi_driver_name(&args.csi_driver_name)?;
+    let csi_socket = csi_socket(args.csi_endpoint.as_deref())?;
     Ok(ControllerConfig {
         common,
         install_crds: args.install_crds,
@@ -227,6 +206,35 @@ pub(crate) fn controller(
         csi_driver_name: args.csi_driver_name.clone(),
         csi_socket,
     })
+}
+
+/// The socket path of a CSI endpoint: `unix:///csi/csi.sock` or `/csi/csi.sock`.
+fn csi_socket(endpoint: Option<&str>) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    endpoint
+        .map(|endpoint| {
+            let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+            if path.len() > 1 && path.starts_with('/') {
+                Ok(std::path::PathBuf::from(path))
+            } else {
+                Err(invalid(
+                    args::CSI_ENDPOINT,
+                    endpoint,
+                    "must be a unix socket as unix:///<absolute path> (the sidecars' --csi-address)",
+                ))
+            }
+        })
+        .transpose()
+}
+
+fn check_csi_driver_name(name: &str) -> Result<String, ConfigError> {
+    if name.is_empty() || !is_dns_subdomain(name) {
+        return Err(invalid(
+            args::CSI_DRIVER_NAME,
+            name,
+            "must be a DNS name such as driver.bulwark.io",
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 fn absolute_dir(setting: Setting, path: &Path) -> Result<std::path::PathBuf, ConfigError> {
@@ -284,5 +292,7 @@ pub(crate) fn agent(
             64,
         )?,
         backup_workers,
+        csi_socket: csi_socket(args.csi_endpoint.as_deref())?,
+        csi_driver_name: check_csi_driver_name(&args.csi_driver_name)?,
     })
 }

@@ -70,6 +70,24 @@ fn controller_defaults() {
 }
 
 #[test]
+fn the_agent_serves_the_csi_node_plugin_on_request() {
+    let config = agent(&[
+        "--node-name",
+        "w1",
+        "--csi-endpoint",
+        "unix:///csi/csi.sock",
+    ])
+    .expect("valid");
+    assert_eq!(
+        config.csi_socket.as_deref(),
+        Some(std::path::Path::new("/csi/csi.sock"))
+    );
+    assert_eq!(config.csi_driver_name, "driver.bulwark.io");
+    let error = agent(&["--node-name", "w1", "--csi-endpoint", "csi.sock"]).expect_err("relative");
+    assert_eq!(error.flag, "csi-endpoint");
+}
+
+#[test]
 fn the_csi_endpoint_is_a_unix_socket_path() {
     for endpoint in ["unix:///csi/csi.sock", "/csi/csi.sock"] {
         let config = controller(&["--csi-endpoint", endpoint]).expect("valid");

@@ -184,6 +184,20 @@ pub async fn agent(config: AgentConfig) -> anyhow::Result<()> {
     let client = cluster::client(&config.common.cluster).await?;
     readiness.done("cluster");
     let frontend = serve_volumes(&config.mount_dir, &readiness);
+    if let Some(socket) = config.csi_socket.clone() {
+        let node = crate::csi::node::NodeService {
+            node_id: config.node_name.clone(),
+            volume_dir: config.mount_dir.clone(),
+            file_wait: CSI_FILE_WAIT,
+        };
+        tokio::spawn(crate::csi::run_node_plugin(
+            socket,
+            config.csi_driver_name.clone(),
+            node,
+            readiness.clone(),
+            shutdown.clone(),
+        ));
+    }
     tracing::info!(node = %config.node_name, data_dir = %config.data_dir.display(), "agent started");
     // NFS exports are mounted under the data dir, the one host path the DaemonSet gives.
     let stores = Arc::new(Stores::new(backupstore::target::ConnectOptions {
@@ -217,6 +231,9 @@ pub async fn agent(config: AgentConfig) -> anyhow::Result<()> {
     }
     finish(server).await
 }
+
+/// How long NodeStage waits for this agent to serve a volume's file (a volume just created).
+const CSI_FILE_WAIT: Duration = Duration::from_secs(10);
 
 /// What `/readyz` waits for while the agent's volumes cannot be served.
 const FRONTEND: &str = "volume frontend";

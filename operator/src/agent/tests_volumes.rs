@@ -51,6 +51,8 @@ pub fn context_with(
         mount_dir: dir.join("mnt"),
         max_concurrent_operations: 2,
         backup_workers: 2,
+        csi_socket: None,
+        csi_driver_name: "driver.bulwark.io".into(),
     };
     let ctx = AgentContext {
         client,

@@ -6,6 +6,7 @@
 
 pub mod controller;
 pub mod identity;
+pub mod node;
 pub mod parameters;
 
 #[cfg(test)]
@@ -39,6 +40,7 @@ pub async fn serve(
     path: &Path,
     identity: identity::IdentityService,
     controller: Option<controller::ControllerService>,
+    node: Option<node::NodeService>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let listen_error = |source| ServeError::Listen {
@@ -59,6 +61,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(proto::identity_server::IdentityServer::new(identity))
         .add_optional_service(controller.map(proto::controller_server::ControllerServer::new))
+        .add_optional_service(node.map(proto::node_server::NodeServer::new))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown.cancelled_owned(),
@@ -92,11 +95,33 @@ pub async fn run_controller_plugin(
         namespace,
         ready_wait: READY_WAIT,
     };
-    if let Err(error) = serve(&socket, identity, Some(controller), shutdown).await {
-        tracing::error!(%error, "the CSI driver is not served");
-        readiness.wait_for(
-            "csi",
-            format!("{error} (--csi-endpoint / BULWARK_CSI_ENDPOINT)"),
-        );
+    if let Err(error) = serve(&socket, identity, Some(controller), None, shutdown).await {
+        not_served(&readiness, error);
     }
+}
+
+/// The CSI services of `bulwark agent` (Identity and Node) on `socket`, until `shutdown`.
+pub async fn run_node_plugin(
+    socket: PathBuf,
+    driver_name: String,
+    node: node::NodeService,
+    readiness: crate::readiness::Readiness,
+    shutdown: CancellationToken,
+) {
+    let identity = identity::IdentityService {
+        driver_name,
+        readiness: readiness.clone(),
+        controller: false,
+    };
+    if let Err(error) = serve(&socket, identity, None, Some(node), shutdown).await {
+        not_served(&readiness, error);
+    }
+}
+
+fn not_served(readiness: &crate::readiness::Readiness, error: ServeError) {
+    tracing::error!(%error, "the CSI driver is not served");
+    readiness.wait_for(
+        "csi",
+        format!("{error} (--csi-endpoint / BULWARK_CSI_ENDPOINT)"),
+    );
 }

@@ -31,6 +31,14 @@ struct Driver {
 
 impl Driver {
     async fn start(readiness: Readiness, controller: Option<ControllerService>) -> Driver {
+        Self::start_services(readiness, controller, None).await
+    }
+
+    async fn start_services(
+        readiness: Readiness,
+        controller: Option<ControllerService>,
+        node: Option<super::node::NodeService>,
+    ) -> Driver {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("plugin/csi.sock");
         // A socket file left by an earlier process must not stop the driver.
@@ -45,7 +53,9 @@ impl Driver {
         let served = {
             let socket = socket.clone();
             let stop = stop.clone();
-            tokio::spawn(async move { super::serve(&socket, identity, controller, stop).await })
+            tokio::spawn(
+                async move { super::serve(&socket, identity, controller, node, stop).await },
+            )
         };
         let path = socket.clone();
         let channel = Endpoint::try_from("http://driver.invalid")
@@ -529,5 +539,258 @@ async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
         .await
         .expect_err("not offered yet");
     assert_eq!(unoffered.code(), Code::Unimplemented);
+    driver.stop().await;
+}
+
+// ---------------------------------------------------------------- Node service (root)
+
+fn node_request_capability(block: bool) -> proto::VolumeCapability {
+    if block {
+        capability(
+            volume_capability::access_mode::Mode::SingleNodeWriter,
+            volume_capability::AccessType::Block(Default::default()),
+        )
+    } else {
+        rwo_mount()
+    }
+}
+
+fn stage_request(
+    volume: &str,
+    staging: &std::path::Path,
+    block: bool,
+) -> proto::NodeStageVolumeRequest {
+    proto::NodeStageVolumeRequest {
+        volume_id: volume.into(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(node_request_capability(block)),
+        ..Default::default()
+    }
+}
+
+fn publish_request(
+    volume: &str,
+    staging: &std::path::Path,
+    target: &std::path::Path,
+    block: bool,
+    readonly: bool,
+) -> proto::NodePublishVolumeRequest {
+    proto::NodePublishVolumeRequest {
+        volume_id: volume.into(),
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(node_request_capability(block)),
+        readonly,
+        ..Default::default()
+    }
+}
+
+fn unpublish_request(volume: &str, target: &std::path::Path) -> proto::NodeUnpublishVolumeRequest {
+    proto::NodeUnpublishVolumeRequest {
+        volume_id: volume.into(),
+        target_path: target.display().to_string(),
+    }
+}
+
+fn loop_devices_of(file: &std::path::Path) -> String {
+    let out = std::process::Command::new("losetup")
+        .args(["-j", &file.display().to_string()])
+        .output()
+        .expect("losetup runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A volume file as the agent serves it (a sparse file here: the Node service only needs the
+/// file), staged with a new ext4, published read-write and read-only, unpublished, unstaged
+/// (loop device gone), staged again with its data kept; every step twice (idempotent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filesystem_volume_is_staged_published_read_only_honoured_and_released() {
+    use super::proto::node_client::NodeClient;
+    if !crate::agent::volumes::tests::fuse_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let volumes = work.path().join("mnt");
+    std::fs::create_dir_all(&volumes).expect("dir");
+    let file = volumes.join("pvc-1");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("a 64 MiB sparse volume file");
+    let node = super::node::NodeService {
+        node_id: "node-a".into(),
+        volume_dir: volumes.clone(),
+        file_wait: Duration::ZERO,
+    };
+    let driver = Driver::start_services(Readiness::default(), None, Some(node)).await;
+    let mut client = NodeClient::new(driver.channel.clone());
+    let staging = work.path().join("staging/pvc-1");
+    let target = work.path().join("pods/p1/volumes/data");
+    let readonly = work.path().join("pods/p2/volumes/data");
+
+    let info = client
+        .node_get_info(proto::NodeGetInfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(info.node_id, "node-a");
+    assert_eq!(
+        info.accessible_topology.expect("topology").segments[super::TOPOLOGY_NODE_KEY],
+        "node-a"
+    );
+    let missing = client
+        .node_stage_volume(stage_request("pvc-elsewhere", &staging, false))
+        .await
+        .expect_err("not served here");
+    assert_eq!(missing.code(), Code::FailedPrecondition);
+    assert!(
+        missing.message().contains("not served on node node-a"),
+        "{}",
+        missing.message()
+    );
+
+    for _ in 0..2 {
+        client
+            .node_stage_volume(stage_request("pvc-1", &staging, false))
+            .await
+            .expect("staged");
+    }
+    assert!(super::node::is_mount_point(&staging));
+    assert!(
+        !loop_devices_of(&file).is_empty(),
+        "a loop device backs the volume"
+    );
+    for _ in 0..2 {
+        client
+            .node_publish_volume(publish_request("pvc-1", &staging, &target, false, false))
+            .await
+            .expect("published");
+    }
+    std::fs::write(target.join("hello"), b"written by a pod").expect("write through the volume");
+    client
+        .node_publish_volume(publish_request("pvc-1", &staging, &readonly, false, true))
+        .await
+        .expect("published read-only");
+    assert_eq!(
+        std::fs::read(readonly.join("hello")).expect("read"),
+        b"written by a pod"
+    );
+    let refused = std::fs::write(readonly.join("other"), b"x").expect_err("read-only");
+    assert_eq!(
+        refused.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error())
+    );
+    let stats = client
+        .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+            volume_id: "pvc-1".into(),
+            volume_path: target.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    assert!(
+        stats.usage[0].total > 40 << 20 && stats.usage[0].total <= 64 << 20,
+        "{stats:?}"
+    );
+    for path in [&target, &readonly] {
+        for _ in 0..2 {
+            client
+                .node_unpublish_volume(unpublish_request("pvc-1", path))
+                .await
+                .expect("unpublished");
+        }
+        assert!(!path.exists(), "the target path is removed");
+    }
+    for _ in 0..2 {
+        client
+            .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                volume_id: "pvc-1".into(),
+                staging_target_path: staging.display().to_string(),
+            })
+            .await
+            .expect("unstaged");
+    }
+    assert!(!super::node::is_mount_point(&staging));
+    assert_eq!(loop_devices_of(&file), "", "the loop device is detached");
+
+    // Staged again: the file system is kept, not made anew.
+    client
+        .node_stage_volume(stage_request("pvc-1", &staging, false))
+        .await
+        .expect("staged again");
+    assert_eq!(
+        std::fs::read(staging.join("hello")).expect("the data survived"),
+        b"written by a pod"
+    );
+    client
+        .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+            volume_id: "pvc-1".into(),
+            staging_target_path: staging.display().to_string(),
+        })
+        .await
+        .expect("unstaged");
+    driver.stop().await;
+}
+
+/// Raw block: the pod's target is the loop device itself; bytes written there land in the
+/// volume file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_volume_is_published_as_its_device() {
+    use super::proto::node_client::NodeClient;
+    use std::os::unix::fs::FileExt;
+    if !crate::agent::volumes::tests::fuse_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let volumes = work.path().join("mnt");
+    std::fs::create_dir_all(&volumes).expect("dir");
+    let file = volumes.join("pvc-2");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("a sparse volume file");
+    let node = super::node::NodeService {
+        node_id: "node-a".into(),
+        volume_dir: volumes.clone(),
+        file_wait: Duration::ZERO,
+    };
+    let driver = Driver::start_services(Readiness::default(), None, Some(node)).await;
+    let mut client = NodeClient::new(driver.channel.clone());
+    let staging = work.path().join("staging/pvc-2");
+    let target = work.path().join("pods/p1/volumeDevices/pvc-2");
+    client
+        .node_stage_volume(stage_request("pvc-2", &staging, true))
+        .await
+        .expect("staged");
+    client
+        .node_publish_volume(publish_request("pvc-2", &staging, &target, true, false))
+        .await
+        .expect("published");
+    let data = vec![0x5a; 4096];
+    {
+        let device = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .expect("the published device opens");
+        device.write_all_at(&data, 1 << 20).expect("write");
+        device.sync_all().expect("fsync");
+    }
+    client
+        .node_unpublish_volume(unpublish_request("pvc-2", &target))
+        .await
+        .expect("unpublished");
+    client
+        .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+            volume_id: "pvc-2".into(),
+            staging_target_path: staging.display().to_string(),
+        })
+        .await
+        .expect("unstaged");
+    let mut back = vec![0; 4096];
+    std::fs::File::open(&file)
+        .expect("volume file")
+        .read_exact_at(&mut back, 1 << 20)
+        .expect("read");
+    assert_eq!(back, data, "the bytes reached the volume file");
+    assert_eq!(loop_devices_of(&file), "");
     driver.stop().await;
 }

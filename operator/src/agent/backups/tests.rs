@@ -359,6 +359,8 @@ mod reconcile {
             mount_dir: dir.join("mnt"),
             max_concurrent_operations: 2,
             backup_workers: workers,
+            csi_socket: None,
+            csi_driver_name: "driver.bulwark.io".into(),
         };
         let ctx = Arc::new(AgentContext {
             client,

@@ -1,0 +1,442 @@
+//! The CSI Node service of `bulwark agent`: a volume served by the agent as the file
+//! `<mount-dir>/<volume>` gets a loop device (direct I/O, so no second page cache), a file
+//! system when it has none (ext4 unless the capability names xfs), and a mount at the staging
+//! path; publishing bind-mounts that (read-only when asked) or, for raw block, the loop device.
+//! Every step is idempotent: what is already in place is kept, what is already gone is fine.
+
+// `tonic::Status` is the error type of every RPC; the helpers here return it as the RPCs do.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::TOPOLOGY_NODE_KEY;
+use super::controller::check_capability;
+use super::proto::{self, node_service_capability, volume_capability};
+
+/// The Node service of one agent.
+#[derive(Clone)]
+pub struct NodeService {
+    /// This node's name: the CSI node ID and its topology.
+    pub node_id: String,
+    /// Where the agent serves volume files (`--mount-dir`).
+    pub volume_dir: PathBuf,
+    /// How long NodeStage waits for the agent to serve a volume's file.
+    pub file_wait: Duration,
+}
+
+/// A command that failed, with what it printed.
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Whether `path` is a mount point, from this process's mount table (octal escapes decoded).
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    table.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|point| unescape(point) == wanted)
+    })
+}
+
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            match u8::from_str_radix(&code, 8) {
+                Ok(byte) => out.push(char::from(byte)),
+                Err(_) => {
+                    out.push('\\');
+                    out.push_str(&code);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Loop devices backed by `file`.
+fn loop_devices(file: &Path) -> Result<Vec<String>, String> {
+    let listed = run("losetup", &["-j", &file.to_string_lossy()])?;
+    Ok(listed
+        .lines()
+        .filter_map(|line| line.split(':').next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The loop device of `file`, attached when it has none.
+fn attach(file: &Path) -> Result<String, String> {
+    if let Some(device) = loop_devices(file)?.into_iter().next() {
+        return Ok(device);
+    }
+    run(
+        "losetup",
+        &["-f", "--show", "--direct-io=on", &file.to_string_lossy()],
+    )
+}
+
+fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(value)
+    }
+}
+
+fn capability(
+    capability: Option<&proto::VolumeCapability>,
+) -> Result<&proto::VolumeCapability, Status> {
+    let capability =
+        capability.ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
+    check_capability(0, capability).map_err(|e| {
+        Status::invalid_argument(e.replace("volume_capabilities[0]", "volume_capability"))
+    })?;
+    Ok(capability)
+}
+
+fn internal(error: String) -> Status {
+    Status::internal(error)
+}
+
+impl NodeService {
+    /// The volume's file, once the agent serves it.
+    async fn volume_file(&self, volume: &str) -> Result<PathBuf, Status> {
+        if volume.contains('/') || volume == "." || volume == ".." {
+            return Err(Status::not_found(format!(
+                "volume {volume:?} is not a Bulwark volume"
+            )));
+        }
+        let file = self.volume_dir.join(volume);
+        let deadline = tokio::time::Instant::now() + self.file_wait;
+        while !file.is_file() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::failed_precondition(format!(
+                    "volume {volume} is not served on node {} (no {}): the volume is placed on another node or its agent has not created it yet",
+                    self.node_id,
+                    file.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(file)
+    }
+}
+
+fn stage(file: &Path, staging: &Path, capability: &proto::VolumeCapability) -> Result<(), String> {
+    let device = attach(file)?;
+    let Some(volume_capability::AccessType::Mount(mount)) = &capability.access_type else {
+        // Raw block: the loop device is all there is to stage.
+        return Ok(());
+    };
+    if is_mount_point(staging) {
+        return Ok(());
+    }
+    let wanted = if mount.fs_type.is_empty() {
+        "ext4"
+    } else {
+        mount.fs_type.as_str()
+    };
+    // `blkid` exits 2 when it finds no file system: an empty volume gets one.
+    let found = run("blkid", &["-p", "-s", "TYPE", "-o", "value", &device]).unwrap_or_default();
+    match found.as_str() {
+        "" => {
+            let mkfs = format!("mkfs.{wanted}");
+            let quiet: &[&str] = if wanted == "xfs" {
+                &["-q"]
+            } else {
+                &["-q", "-F"]
+            };
+            let mut args = quiet.to_vec();
+            args.push(&device);
+            run(&mkfs, &args)?;
+        }
+        found if found == wanted => {}
+        found => {
+            return Err(format!(
+                "the volume holds a {found} file system, the request asks for {wanted}: ask for {found} (or use a new volume)"
+            ));
+        }
+    }
+    std::fs::create_dir_all(staging)
+        .map_err(|e| format!("cannot create the staging path {}: {e}", staging.display()))?;
+    let mut args = vec!["-t", wanted];
+    let flags = mount.mount_flags.join(",");
+    if !flags.is_empty() {
+        args.extend(["-o", &flags]);
+    }
+    let staging_text = staging.to_string_lossy();
+    args.extend([device.as_str(), &staging_text]);
+    run("mount", &args).map(drop)
+}
+
+fn unstage(file: &Path, staging: &Path) -> Result<(), String> {
+    if is_mount_point(staging) {
+        run("umount", &[&staging.to_string_lossy()])?;
+    }
+    if file.exists() {
+        for device in loop_devices(file)? {
+            run("losetup", &["-d", &device])?;
+        }
+    }
+    Ok(())
+}
+
+fn publish(
+    file: &Path,
+    staging: &Path,
+    target: &Path,
+    block: bool,
+    readonly: bool,
+) -> Result<(), String> {
+    if is_mount_point(target) {
+        return Ok(());
+    }
+    let source = if block {
+        let device = loop_devices(file)?.into_iter().next().ok_or_else(|| {
+            format!(
+                "{} has no loop device: NodeStageVolume first",
+                file.display()
+            )
+        })?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(target)
+            .map_err(|e| format!("cannot create the target file {}: {e}", target.display()))?;
+        device
+    } else {
+        if !is_mount_point(staging) {
+            return Err(format!(
+                "the staging path {} is not mounted: NodeStageVolume first",
+                staging.display()
+            ));
+        }
+        std::fs::create_dir_all(target)
+            .map_err(|e| format!("cannot create the target path {}: {e}", target.display()))?;
+        staging.to_string_lossy().into_owned()
+    };
+    let target_text = target.to_string_lossy();
+    run("mount", &["--bind", &source, &target_text])?;
+    if readonly {
+        // A bind mount takes its read-only flag only on a remount.
+        if let Err(error) = run("mount", &["-o", "remount,bind,ro", &target_text]) {
+            let _ = run("umount", &[&target_text]);
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+fn unpublish(target: &Path) -> Result<(), String> {
+    if is_mount_point(target) {
+        run("umount", &[&target.to_string_lossy()])?;
+    }
+    let removed = if target.is_dir() {
+        std::fs::remove_dir(target)
+    } else {
+        std::fs::remove_file(target)
+    };
+    match removed {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(format!(
+            "cannot remove the target path {}: {error}",
+            target.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(internal)
+}
+
+#[tonic::async_trait]
+impl proto::node_server::Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        request: Request<proto::NodeStageVolumeRequest>,
+    ) -> Result<Response<proto::NodeStageVolumeResponse>, Status> {
+        let request = request.into_inner();
+        let volume = required(&request.volume_id, "volume_id")?;
+        let staging = PathBuf::from(required(
+            &request.staging_target_path,
+            "staging_target_path",
+        )?);
+        let capability = capability(request.volume_capability.as_ref())?.clone();
+        let file = self.volume_file(volume).await?;
+        blocking(move || stage(&file, &staging, &capability)).await?;
+        Ok(Response::new(proto::NodeStageVolumeResponse {}))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        request: Request<proto::NodeUnstageVolumeRequest>,
+    ) -> Result<Response<proto::NodeUnstageVolumeResponse>, Status> {
+        let request = request.into_inner();
+        let volume = required(&request.volume_id, "volume_id")?;
+        let staging = PathBuf::from(required(
+            &request.staging_target_path,
+            "staging_target_path",
+        )?);
+        let file = self.volume_dir.join(volume);
+        blocking(move || unstage(&file, &staging)).await?;
+        Ok(Response::new(proto::NodeUnstageVolumeResponse {}))
+    }
+
+    async fn node_publish_volume(
+        &self,
+        request: Request<proto::NodePublishVolumeRequest>,
+    ) -> Result<Response<proto::NodePublishVolumeResponse>, Status> {
+        let request = request.into_inner();
+        let volume = required(&request.volume_id, "volume_id")?;
+        let staging = PathBuf::from(required(
+            &request.staging_target_path,
+            "staging_target_path",
+        )?);
+        let target = PathBuf::from(required(&request.target_path, "target_path")?);
+        let capability = capability(request.volume_capability.as_ref())?;
+        let block = matches!(
+            capability.access_type,
+            Some(volume_capability::AccessType::Block(_))
+        );
+        let file = self.volume_file(volume).await?;
+        let readonly = request.readonly;
+        blocking(move || publish(&file, &staging, &target, block, readonly)).await?;
+        Ok(Response::new(proto::NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<proto::NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<proto::NodeUnpublishVolumeResponse>, Status> {
+        let request = request.into_inner();
+        required(&request.volume_id, "volume_id")?;
+        let target = PathBuf::from(required(&request.target_path, "target_path")?);
+        blocking(move || unpublish(&target)).await?;
+        Ok(Response::new(proto::NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<proto::NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<proto::NodeGetVolumeStatsResponse>, Status> {
+        let request = request.into_inner();
+        required(&request.volume_id, "volume_id")?;
+        let path = PathBuf::from(required(&request.volume_path, "volume_path")?);
+        if !path.exists() {
+            return Err(Status::not_found(format!(
+                "volume_path {} does not exist",
+                path.display()
+            )));
+        }
+        let stats = rustix::fs::statvfs(&path)
+            .map_err(|e| Status::internal(format!("statvfs {}: {e}", path.display())))?;
+        let blocks =
+            |count: u64| i64::try_from(count.saturating_mul(stats.f_frsize)).unwrap_or(i64::MAX);
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        use proto::volume_usage::Unit;
+        Ok(Response::new(proto::NodeGetVolumeStatsResponse {
+            usage: vec![
+                proto::VolumeUsage {
+                    available: blocks(stats.f_bavail),
+                    total: blocks(stats.f_blocks),
+                    used: blocks(stats.f_blocks.saturating_sub(stats.f_bfree)),
+                    unit: Unit::Bytes as i32,
+                },
+                proto::VolumeUsage {
+                    available: count(stats.f_favail),
+                    total: count(stats.f_files),
+                    used: count(stats.f_files.saturating_sub(stats.f_ffree)),
+                    unit: Unit::Inodes as i32,
+                },
+            ],
+            volume_condition: None,
+        }))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        _: Request<proto::NodeExpandVolumeRequest>,
+    ) -> Result<Response<proto::NodeExpandVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "NodeExpandVolume is not offered by this driver yet (see NodeGetCapabilities)",
+        ))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _: Request<proto::NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<proto::NodeGetCapabilitiesResponse>, Status> {
+        use node_service_capability::{Rpc, Type, rpc};
+        let capabilities = [rpc::Type::StageUnstageVolume, rpc::Type::GetVolumeStats]
+            .into_iter()
+            .map(|kind| proto::NodeServiceCapability {
+                r#type: Some(Type::Rpc(Rpc {
+                    r#type: kind as i32,
+                })),
+            })
+            .collect();
+        Ok(Response::new(proto::NodeGetCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _: Request<proto::NodeGetInfoRequest>,
+    ) -> Result<Response<proto::NodeGetInfoResponse>, Status> {
+        Ok(Response::new(proto::NodeGetInfoResponse {
+            node_id: self.node_id.clone(),
+            max_volumes_per_node: 0,
+            accessible_topology: Some(proto::Topology {
+                segments: HashMap::from([(TOPOLOGY_NODE_KEY.to_owned(), self.node_id.clone())]),
+            }),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_table_paths_are_unescaped() {
+        assert_eq!(unescape("/var/lib/a\\040b"), "/var/lib/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/odd\\x"), "/odd\\x");
+    }
+}
