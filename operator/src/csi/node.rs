@@ -101,6 +101,10 @@ fn attach(file: &Path) -> Result<String, String> {
     )
 }
 
+fn staging_path(path: &str) -> Result<PathBuf, Status> {
+    required(path, "staging_target_path").map(PathBuf::from)
+}
+
 fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
     if value.is_empty() {
         Err(Status::invalid_argument(format!("{field} is required")))
@@ -292,10 +296,7 @@ impl proto::node_server::Node for NodeService {
     ) -> Result<Response<proto::NodeStageVolumeResponse>, Status> {
         let request = request.into_inner();
         let volume = required(&request.volume_id, "volume_id")?;
-        let staging = PathBuf::from(required(
-            &request.staging_target_path,
-            "staging_target_path",
-        )?);
+        let staging = staging_path(&request.staging_target_path)?;
         let capability = capability(request.volume_capability.as_ref())?.clone();
         let file = self.volume_file(volume).await?;
         blocking(move || stage(&file, &staging, &capability)).await?;
@@ -308,10 +309,7 @@ impl proto::node_server::Node for NodeService {
     ) -> Result<Response<proto::NodeUnstageVolumeResponse>, Status> {
         let request = request.into_inner();
         let volume = required(&request.volume_id, "volume_id")?;
-        let staging = PathBuf::from(required(
-            &request.staging_target_path,
-            "staging_target_path",
-        )?);
+        let staging = staging_path(&request.staging_target_path)?;
         let file = self.volume_dir.join(volume);
         blocking(move || unstage(&file, &staging)).await?;
         Ok(Response::new(proto::NodeUnstageVolumeResponse {}))
@@ -323,10 +321,7 @@ impl proto::node_server::Node for NodeService {
     ) -> Result<Response<proto::NodePublishVolumeResponse>, Status> {
         let request = request.into_inner();
         let volume = required(&request.volume_id, "volume_id")?;
-        let staging = PathBuf::from(required(
-            &request.staging_target_path,
-            "staging_target_path",
-        )?);
+        let staging = staging_path(&request.staging_target_path)?;
         let target = PathBuf::from(required(&request.target_path, "target_path")?);
         let capability = capability(request.volume_capability.as_ref())?;
         let block = matches!(

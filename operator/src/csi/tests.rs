@@ -57,24 +57,12 @@ impl Driver {
                 async move { super::serve(&socket, identity, controller, node, stop).await },
             )
         };
-        let path = socket.clone();
-        let channel = Endpoint::try_from("http://driver.invalid")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                tokio::net::UnixStream::connect(path.clone())
-            }))
-            .await;
-        let channel = match channel {
+        // The server may not listen yet on the first try.
+        let channel = match connect(&socket).await {
             Ok(channel) => channel,
             Err(_) => {
-                // The server may not listen yet: once more after it had a moment.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let path = socket.clone();
-                Endpoint::try_from("http://driver.invalid")
-                    .expect("endpoint")
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        tokio::net::UnixStream::connect(path.clone())
-                    }))
+                connect(&socket)
                     .await
                     .expect("the driver listens on its socket")
             }
@@ -101,6 +89,17 @@ impl Driver {
             .expect("served without error");
         assert!(!self.socket.exists(), "the socket file is removed");
     }
+}
+
+/// A client channel over the unix socket at `socket`.
+async fn connect(socket: &std::path::Path) -> Result<Channel, tonic::transport::Error> {
+    let path = socket.to_owned();
+    Endpoint::try_from("http://driver.invalid")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            tokio::net::UnixStream::connect(path.clone())
+        }))
+        .await
 }
 
 fn controller_service(client: kube::Client, ready_wait: Duration) -> ControllerService {
@@ -592,6 +591,34 @@ fn unpublish_request(volume: &str, target: &std::path::Path) -> proto::NodeUnpub
     }
 }
 
+/// A Node service of node `node-a` serving `volume` as a sparse file of `size` bytes (the
+/// Node service only needs the file the agent serves), with a client to it.
+async fn node_driver(
+    volume: &str,
+    size: u64,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    Driver,
+    super::proto::node_client::NodeClient<Channel>,
+) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let volumes = work.path().join("mnt");
+    std::fs::create_dir_all(&volumes).expect("dir");
+    let file = volumes.join(volume);
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(size))
+        .expect("a sparse volume file");
+    let node = super::node::NodeService {
+        node_id: "node-a".into(),
+        volume_dir: volumes,
+        file_wait: Duration::ZERO,
+    };
+    let driver = Driver::start_services(Readiness::default(), None, Some(node)).await;
+    let client = super::proto::node_client::NodeClient::new(driver.channel.clone());
+    (work, file, driver, client)
+}
+
 fn loop_devices_of(file: &std::path::Path) -> String {
     let out = std::process::Command::new("losetup")
         .args(["-j", &file.display().to_string()])
@@ -605,24 +632,10 @@ fn loop_devices_of(file: &std::path::Path) -> String {
 /// (loop device gone), staged again with its data kept; every step twice (idempotent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filesystem_volume_is_staged_published_read_only_honoured_and_released() {
-    use super::proto::node_client::NodeClient;
     if !crate::agent::volumes::tests::fuse_available() {
         return;
     }
-    let work = tempfile::tempdir().expect("temp dir");
-    let volumes = work.path().join("mnt");
-    std::fs::create_dir_all(&volumes).expect("dir");
-    let file = volumes.join("pvc-1");
-    std::fs::File::create(&file)
-        .and_then(|f| f.set_len(64 << 20))
-        .expect("a 64 MiB sparse volume file");
-    let node = super::node::NodeService {
-        node_id: "node-a".into(),
-        volume_dir: volumes.clone(),
-        file_wait: Duration::ZERO,
-    };
-    let driver = Driver::start_services(Readiness::default(), None, Some(node)).await;
-    let mut client = NodeClient::new(driver.channel.clone());
+    let (work, file, driver, mut client) = node_driver("pvc-1", 64 << 20).await;
     let staging = work.path().join("staging/pvc-1");
     let target = work.path().join("pods/p1/volumes/data");
     let readonly = work.path().join("pods/p2/volumes/data");
@@ -736,25 +749,11 @@ async fn a_filesystem_volume_is_staged_published_read_only_honoured_and_released
 /// volume file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_volume_is_published_as_its_device() {
-    use super::proto::node_client::NodeClient;
     use std::os::unix::fs::FileExt;
     if !crate::agent::volumes::tests::fuse_available() {
         return;
     }
-    let work = tempfile::tempdir().expect("temp dir");
-    let volumes = work.path().join("mnt");
-    std::fs::create_dir_all(&volumes).expect("dir");
-    let file = volumes.join("pvc-2");
-    std::fs::File::create(&file)
-        .and_then(|f| f.set_len(16 << 20))
-        .expect("a sparse volume file");
-    let node = super::node::NodeService {
-        node_id: "node-a".into(),
-        volume_dir: volumes.clone(),
-        file_wait: Duration::ZERO,
-    };
-    let driver = Driver::start_services(Readiness::default(), None, Some(node)).await;
-    let mut client = NodeClient::new(driver.channel.clone());
+    let (work, file, driver, mut client) = node_driver("pvc-2", 16 << 20).await;
     let staging = work.path().join("staging/pvc-2");
     let target = work.path().join("pods/p1/volumeDevices/pvc-2");
     client
