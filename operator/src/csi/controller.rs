@@ -154,6 +154,21 @@ pub fn data_source(source: Option<&proto::VolumeContentSource>) -> Result<Option
     }
 }
 
+/// Where a Volume whose CSI name is not an object name keeps that name.
+pub const CSI_NAME_ANNOTATION: &str = "bulwark.io/csi-name";
+
+/// The Volume (and volume ID) of CSI name `name`: the name itself when it can name a Volume
+/// (the external-provisioner's `pvc-<uid>`), else `csi-` and 24 hex digits of its SHA-256, the
+/// same for the same name, so CreateVolume stays idempotent for any name the spec allows.
+pub fn volume_name(name: &str) -> String {
+    use sha2::Digest;
+    if is_volume_name(name) {
+        return name.to_owned();
+    }
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    format!("csi-{}", &hex::encode(digest)[..24])
+}
+
 /// Volume names: DNS-1123 labels of at most 63 characters (the external-provisioner's
 /// `pvc-<uid>` is one).
 fn is_volume_name(name: &str) -> bool {
@@ -242,6 +257,52 @@ fn csi_volume(
 }
 
 impl ControllerService {
+    /// A clone's source volume, or the snapshot of a `snap://` handle, must exist: the spec's
+    /// answer otherwise is NOT_FOUND, not a volume that never becomes ready.
+    async fn check_source_exists(
+        &self,
+        request: &proto::CreateVolumeRequest,
+    ) -> Result<(), Status> {
+        let source = request
+            .volume_content_source
+            .as_ref()
+            .and_then(|s| s.r#type.as_ref());
+        let missing = match source {
+            Some(volume_content_source::Type::Volume(source)) => self
+                .volumes()
+                .get_opt(&source.volume_id)
+                .await
+                .map_err(|e| api_error("reading the source Volume", e))?
+                .is_none()
+                .then(|| {
+                    format!(
+                        "volume_content_source.volume.volume_id: volume {} does not exist",
+                        source.volume_id
+                    )
+                }),
+            Some(volume_content_source::Type::Snapshot(source)) => {
+                match handle_codec::decode(&source.snapshot_id) {
+                    Ok(handle_codec::SnapshotHandle::Snapshot { snapshot, .. }) => {
+                        let snapshots: Api<crd_types::Snapshot> =
+                            Api::namespaced(self.client.clone(), &self.namespace);
+                        snapshots
+                            .get_opt(snapshot.as_str())
+                            .await
+                            .map_err(|e| api_error("reading the source Snapshot", e))?
+                            .is_none()
+                            .then(|| format!("volume_content_source.snapshot.snapshot_id: snapshot {} does not exist", source.snapshot_id))
+                    }
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        match missing {
+            Some(message) => Err(Status::not_found(message)),
+            None => Ok(()),
+        }
+    }
+
     /// Waits up to `ready_wait` for `name` to be Ready.
     async fn wait_ready(&self, name: &str) -> Result<Volume, Status> {
         let deadline = tokio::time::Instant::now() + self.ready_wait;
@@ -294,11 +355,9 @@ impl proto::controller_server::Controller for ControllerService {
         if name.is_empty() {
             return Err(invalid("name is required"));
         }
-        if !is_volume_name(name) {
-            return Err(invalid(format!(
-                "name {name:?} cannot name a Bulwark volume: use at most 63 lowercase letters, digits and '-' (the external-provisioner's pvc-<uid> names fit)"
-            )));
-        }
+        let csi_name = name;
+        let name = volume_name(csi_name);
+        let name = name.as_str();
         if request.volume_capabilities.is_empty() {
             return Err(invalid(
                 "volume_capabilities is required: ask for at least one",
@@ -321,7 +380,14 @@ impl proto::controller_server::Controller for ControllerService {
                 "volume_content_source and the StorageClass parameter `fromBackup` are exclusive: restore from one or the other",
             ));
         }
-        let wanted = build_volume(name, size, source, &parameters);
+        let mut wanted = build_volume(name, size, source, &parameters);
+        if name != csi_name {
+            wanted
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(CSI_NAME_ANNOTATION.into(), csi_name.into());
+        }
 
         let volumes = self.volumes();
         match volumes
@@ -336,11 +402,14 @@ impl proto::controller_server::Controller for ControllerService {
                     existing.spec.size
                 )));
             }
-            None => match volumes.create(&PostParams::default(), &wanted).await {
-                Ok(_) => tracing::info!(volume = name, size, "CSI: Volume created"),
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(error) => return Err(api_error("creating the Volume", error)),
-            },
+            None => {
+                self.check_source_exists(&request).await?;
+                match volumes.create(&PostParams::default(), &wanted).await {
+                    Ok(_) => tracing::info!(volume = name, size, "CSI: Volume created"),
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(error) => return Err(api_error("creating the Volume", error)),
+                }
+            }
         }
         let ready = self.wait_ready(name).await?;
         Ok(Response::new(proto::CreateVolumeResponse {

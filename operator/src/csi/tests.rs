@@ -257,11 +257,6 @@ async fn bad_create_requests_are_refused_with_the_field_before_anything_is_made(
             "name is required",
         ),
         (
-            create_request("PVC_1", 1),
-            Code::InvalidArgument,
-            "name \"PVC_1\" cannot name a Bulwark volume",
-        ),
-        (
             no_caps,
             Code::InvalidArgument,
             "volume_capabilities is required",
@@ -426,6 +421,17 @@ async fn create_is_idempotent_by_name_and_refuses_a_different_volume_of_that_nam
     );
     finish(script).await;
     driver.stop().await;
+}
+
+#[test]
+fn any_csi_name_gets_a_stable_volume_name() {
+    use super::controller::volume_name;
+    assert_eq!(volume_name("pvc-0f1e2d3c"), "pvc-0f1e2d3c");
+    let odd = "sanity-Node-Stage-955DB3B6_CD647CE3";
+    assert_eq!(volume_name(odd), volume_name(odd));
+    assert!(volume_name(odd).starts_with("csi-") && volume_name(odd).len() == 28);
+    assert_ne!(volume_name(odd), volume_name(&odd.to_lowercase()));
+    assert_eq!(volume_name(&"a".repeat(128)).len(), 28);
 }
 
 #[tokio::test]
@@ -791,5 +797,46 @@ async fn a_block_volume_is_published_as_its_device() {
         .expect("read");
     assert_eq!(back, data, "the bytes reached the volume file");
     assert_eq!(loop_devices_of(&file), "");
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn a_clone_of_a_missing_volume_is_not_found_and_creates_nothing() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let script = tokio::spawn(async move {
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(not_found());
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-gone"))
+            .await
+            .respond(not_found());
+    });
+    let mut request = create_request("pvc-1", 1 << 20);
+    request.volume_content_source = Some(proto::VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(
+            volume_content_source::VolumeSource {
+                volume_id: "pvc-gone".into(),
+            },
+        )),
+    });
+    let status = driver
+        .controller()
+        .create_volume(request)
+        .await
+        .expect_err("no source");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        status.message().contains("volume pvc-gone does not exist"),
+        "{}",
+        status.message()
+    );
+    finish(script).await;
     driver.stop().await;
 }
