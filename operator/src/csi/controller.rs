@@ -490,14 +490,18 @@ impl proto::controller_server::Controller for ControllerService {
         _: Request<proto::ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<proto::ControllerGetCapabilitiesResponse>, Status> {
         use proto::controller_service_capability::{Rpc, Type, rpc};
-        let capabilities = [rpc::Type::CreateDeleteVolume, rpc::Type::CloneVolume]
-            .into_iter()
-            .map(|kind| proto::ControllerServiceCapability {
-                r#type: Some(Type::Rpc(Rpc {
-                    r#type: kind as i32,
-                })),
-            })
-            .collect();
+        let capabilities = [
+            rpc::Type::CreateDeleteVolume,
+            rpc::Type::CloneVolume,
+            rpc::Type::CreateDeleteSnapshot,
+        ]
+        .into_iter()
+        .map(|kind| proto::ControllerServiceCapability {
+            r#type: Some(Type::Rpc(Rpc {
+                r#type: kind as i32,
+            })),
+        })
+        .collect();
         Ok(Response::new(proto::ControllerGetCapabilitiesResponse {
             capabilities,
         }))
@@ -533,16 +537,122 @@ impl proto::controller_server::Controller for ControllerService {
 
     async fn create_snapshot(
         &self,
-        _: Request<proto::CreateSnapshotRequest>,
+        request: Request<proto::CreateSnapshotRequest>,
     ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
-        Err(not_offered("CreateSnapshot"))
+        let request = request.into_inner();
+        let source = request.source_volume_id.as_str();
+        if source.is_empty() {
+            return Err(invalid("source_volume_id is required"));
+        }
+        if request.name.is_empty() {
+            return Err(invalid("name is required"));
+        }
+        let class = handle_codec::parse_snapshot_class_parameters(&request.parameters)
+            .map_err(|e| invalid(e.to_string()))?;
+        if class.kind != handle_codec::SnapshotRequestKind::Snapshot {
+            return Err(Status::unimplemented(format!(
+                "VolumeSnapshotClass parameter type {:?} is not offered by the CSI driver yet: use type: snap (backups and backing images are made with Backup and BackingImage objects meanwhile)",
+                class.kind.handle_kind().scheme()
+            )));
+        }
+        let name = volume_name(&request.name);
+        let snapshots: Api<crd_types::Snapshot> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let existing = snapshots
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error("reading the Snapshot", e))?;
+        let snapshot = match existing {
+            Some(existing) if existing.spec.volume == source => existing,
+            Some(existing) => {
+                return Err(Status::already_exists(format!(
+                    "snapshot {} exists of volume {}, not {source}: a request with the same name must name the same volume",
+                    request.name, existing.spec.volume
+                )));
+            }
+            None => {
+                if !is_volume_name(source)
+                    || self
+                        .volumes()
+                        .get_opt(source)
+                        .await
+                        .map_err(|e| api_error("reading the source Volume", e))?
+                        .is_none()
+                {
+                    return Err(Status::not_found(format!(
+                        "source_volume_id: volume {source} does not exist"
+                    )));
+                }
+                let mut wanted: crd_types::Snapshot = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "bulwark.io/v1beta1", "kind": "Snapshot",
+                    "metadata": {"name": name, "labels": {CREATED_BY_LABEL: "csi"}},
+                    "spec": {"volume": source},
+                }))
+                .expect("the Snapshot built here matches its schema");
+                if name != request.name {
+                    wanted
+                        .metadata
+                        .annotations
+                        .get_or_insert_default()
+                        .insert(CSI_NAME_ANNOTATION.into(), request.name.clone());
+                }
+                match snapshots.create(&PostParams::default(), &wanted).await {
+                    Ok(created) => created,
+                    Err(kube::Error::Api(status)) if status.code == 409 => snapshots
+                        .get(&name)
+                        .await
+                        .map_err(|e| api_error("reading the Snapshot", e))?,
+                    Err(error) => return Err(api_error("creating the Snapshot", error)),
+                }
+            }
+        };
+        // Not waited for: the csi-snapshotter asks again until it is ready to use.
+        let status = snapshot.status.clone().unwrap_or_default();
+        let created_at = status
+            .creation_time
+            .map(|t| t.0)
+            .or_else(|| snapshot.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            .unwrap_or_else(jiff::Timestamp::now);
+        Ok(Response::new(proto::CreateSnapshotResponse {
+            snapshot: Some(proto::Snapshot {
+                size_bytes: status.restore_size.or(status.size).unwrap_or(0),
+                snapshot_id: format!("snap://{source}/{name}"),
+                source_volume_id: source.to_owned(),
+                creation_time: Some(prost_types::Timestamp {
+                    seconds: created_at.as_second(),
+                    nanos: created_at.subsec_nanosecond(),
+                }),
+                ready_to_use: status.ready_to_use == Some(true),
+                group_snapshot_id: String::new(),
+            }),
+        }))
     }
 
     async fn delete_snapshot(
         &self,
-        _: Request<proto::DeleteSnapshotRequest>,
+        request: Request<proto::DeleteSnapshotRequest>,
     ) -> Result<Response<proto::DeleteSnapshotResponse>, Status> {
-        Err(not_offered("DeleteSnapshot"))
+        let id = request.into_inner().snapshot_id;
+        if id.is_empty() {
+            return Err(invalid("snapshot_id is required"));
+        }
+        // Only snapshots this driver takes are deleted; any other ID was never ours to delete
+        // (the spec's answer for an unknown ID is success).
+        let Ok(handle_codec::SnapshotHandle::Snapshot { snapshot, .. }) = handle_codec::decode(&id)
+        else {
+            return Ok(Response::new(proto::DeleteSnapshotResponse {}));
+        };
+        let snapshots: Api<crd_types::Snapshot> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        match snapshots
+            .delete(snapshot.as_str(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => tracing::info!(snapshot = snapshot.as_str(), "CSI: Snapshot deleted"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(api_error("deleting the Snapshot", error)),
+        }
+        Ok(Response::new(proto::DeleteSnapshotResponse {}))
     }
 
     async fn list_snapshots(

@@ -538,9 +538,9 @@ async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
         .expect("capabilities")
         .into_inner()
         .capabilities;
-    assert_eq!(capabilities.len(), 2);
+    assert_eq!(capabilities.len(), 3);
     let unoffered = controller
-        .create_snapshot(proto::CreateSnapshotRequest::default())
+        .list_snapshots(proto::ListSnapshotsRequest::default())
         .await
         .expect_err("not offered yet");
     assert_eq!(unoffered.code(), Code::Unimplemented);
@@ -838,5 +838,131 @@ async fn a_clone_of_a_missing_volume_is_not_found_and_creates_nothing() {
         status.message()
     );
     finish(script).await;
+    driver.stop().await;
+}
+
+const SNAPSHOTS: &str = "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/snapshots";
+
+#[tokio::test]
+async fn a_snap_class_snapshot_is_a_snapshot_object_reported_ready_when_it_is() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let snapshot_json = |status: Value| {
+        json!({
+            "apiVersion": "bulwark.io/v1beta1", "kind": "Snapshot",
+            "metadata": {"name": "snapshot-1", "namespace": "bulwark-system",
+                         "creationTimestamp": "2026-12-07T01:00:00Z"},
+            "spec": {"volume": "pvc-1"},
+            "status": status,
+        })
+    };
+    let ready = snapshot_json(json!({"readyToUse": true, "restoreSize": 1048576,
+        "creationTime": "2026-12-07T01:00:01Z"}));
+    let script = tokio::spawn(async move {
+        server
+            .expect(Method::GET, &format!("{SNAPSHOTS}/snapshot-1"))
+            .await
+            .respond(not_found());
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+            ));
+        let create = server.expect(Method::POST, SNAPSHOTS).await;
+        let body = create.json();
+        create.respond(json_response(
+            StatusCode::CREATED,
+            snapshot_json(json!(null)),
+        ));
+        // Asked again by the csi-snapshotter: now ready.
+        server
+            .expect(Method::GET, &format!("{SNAPSHOTS}/snapshot-1"))
+            .await
+            .respond(json_response(StatusCode::OK, ready));
+        server
+            .expect(Method::DELETE, &format!("{SNAPSHOTS}/snapshot-1"))
+            .await
+            .respond(not_found());
+        body
+    });
+    let mut controller = driver.controller();
+    let request = |class_type: &str| proto::CreateSnapshotRequest {
+        source_volume_id: "pvc-1".into(),
+        name: "snapshot-1".into(),
+        parameters: [("type".to_owned(), class_type.to_owned())].into(),
+        ..Default::default()
+    };
+    let first = controller
+        .create_snapshot(request("snap"))
+        .await
+        .expect("created")
+        .into_inner()
+        .snapshot
+        .expect("snapshot");
+    assert_eq!(first.snapshot_id, "snap://pvc-1/snapshot-1");
+    assert!(!first.ready_to_use);
+    let again = controller
+        .create_snapshot(request("snap"))
+        .await
+        .expect("asked again")
+        .into_inner()
+        .snapshot
+        .expect("snapshot");
+    assert!(again.ready_to_use);
+    assert_eq!(again.size_bytes, 1 << 20);
+    assert_eq!(
+        again.creation_time.expect("time").seconds,
+        "2026-12-07T01:00:01Z"
+            .parse::<jiff::Timestamp>()
+            .expect("time")
+            .as_second()
+    );
+    controller
+        .delete_snapshot(proto::DeleteSnapshotRequest {
+            snapshot_id: "snap://pvc-1/snapshot-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deleting a snapshot that is gone succeeds");
+    let created = finish(script).await;
+    assert_eq!(created["spec"], json!({"volume": "pvc-1"}));
+    assert_eq!(
+        created["metadata"]["labels"],
+        json!({"bulwark.io/created-by": "csi"})
+    );
+
+    let bak = controller
+        .create_snapshot(request("bak"))
+        .await
+        .expect_err("not offered yet");
+    assert_eq!(bak.code(), Code::Unimplemented);
+    assert!(
+        bak.message().contains("use type: snap"),
+        "{}",
+        bak.message()
+    );
+    let bad = controller
+        .create_snapshot(request("tape"))
+        .await
+        .expect_err("unknown type");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(
+        bad.message().contains("VolumeSnapshotClass parameter type"),
+        "{}",
+        bad.message()
+    );
+    controller
+        .delete_snapshot(proto::DeleteSnapshotRequest {
+            snapshot_id: "not-a-handle".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("an ID that was never ours is deleted already");
     driver.stop().await;
 }
