@@ -129,15 +129,17 @@ pub fn volume_size(range: Option<&proto::CapacityRange>) -> Result<i64, String> 
 
 /// `spec.dataSource` for a content source: a snapshot handle (`snap://`, `bak://`, legacy
 /// `bs://`, `bi://`) as it is, after checking it decodes; a volume as `vol://<id>`.
-pub fn data_source(source: Option<&proto::VolumeContentSource>) -> Result<Option<String>, String> {
+pub fn data_source(source: Option<&proto::VolumeContentSource>) -> Result<Option<String>, Status> {
+    // A handle that does not decode names no snapshot there is: NOT_FOUND, as the spec asks
+    // for a missing source, with what is wrong with it.
     match source.and_then(|s| s.r#type.as_ref()) {
         None => Ok(None),
         Some(volume_content_source::Type::Snapshot(snapshot)) => {
             handle_codec::decode(&snapshot.snapshot_id).map_err(|e| {
-                format!(
+                Status::not_found(format!(
                     "volume_content_source.snapshot.snapshot_id {:?}: {e}",
                     snapshot.snapshot_id
-                )
+                ))
             })?;
             Ok(Some(snapshot.snapshot_id.clone()))
         }
@@ -145,10 +147,10 @@ pub fn data_source(source: Option<&proto::VolumeContentSource>) -> Result<Option
             if is_volume_name(&volume.volume_id) {
                 Ok(Some(format!("vol://{}", volume.volume_id)))
             } else {
-                Err(format!(
+                Err(Status::not_found(format!(
                     "volume_content_source.volume.volume_id {:?} is not a Bulwark volume",
                     volume.volume_id
-                ))
+                )))
             }
         }
     }
@@ -367,7 +369,7 @@ impl proto::controller_server::Controller for ControllerService {
             check_capability(index, capability).map_err(invalid)?;
         }
         let size = volume_size(request.capacity_range.as_ref()).map_err(Status::out_of_range)?;
-        let source = data_source(request.volume_content_source.as_ref()).map_err(invalid)?;
+        let source = data_source(request.volume_content_source.as_ref())?;
         let parameters = parameters::parse(
             request
                 .parameters

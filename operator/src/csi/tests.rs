@@ -278,7 +278,7 @@ async fn bad_create_requests_are_refused_with_the_field_before_anything_is_made(
         ),
         (
             bad_handle,
-            Code::InvalidArgument,
+            Code::NotFound,
             "volume_content_source.snapshot.snapshot_id \"ftp://x\"",
         ),
         (
