@@ -6,6 +6,9 @@
 //! which the external-provisioner retries. DeleteVolume deletes the Volume (its finalizer keeps
 //! it until the agent removed the data); a missing one is already deleted.
 
+// `tonic::Status` is the error type of every RPC; the helpers here return it as the RPCs do.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -397,6 +400,11 @@ impl proto::controller_server::Controller for ControllerService {
             .await
             .map_err(|e| api_error("reading the Volume", e))?
         {
+            Some(existing) if existing.metadata.deletion_timestamp.is_some() => {
+                return Err(Status::aborted(format!(
+                    "volume {name} of an earlier request with this name is still being deleted; the request is retried"
+                )));
+            }
             Some(existing) if same_request(&existing, &wanted) => {}
             Some(existing) => {
                 return Err(Status::already_exists(format!(
