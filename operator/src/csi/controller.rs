@@ -3,8 +3,9 @@
 //! CreateVolume validates everything before it creates anything (capabilities, size, content
 //! source, StorageClass parameters), is idempotent by name as the spec demands, and answers
 //! once the volume is Ready; while it is still being placed or created it answers `ABORTED`,
-//! which the external-provisioner retries. DeleteVolume deletes the Volume (its finalizer keeps
-//! it until the agent removed the data); a missing one is already deleted.
+//! which the external-provisioner retries. DeleteVolume deletes the Volume and answers once it
+//! is gone (its finalizer keeps it until the agent removed the data); a missing one is already
+//! deleted.
 
 // `tonic::Status` is the error type of every RPC; the helpers here return it as the RPCs do.
 #![allow(clippy::result_large_err)]
@@ -440,11 +441,31 @@ impl proto::controller_server::Controller for ControllerService {
             return Ok(Response::new(proto::DeleteVolumeResponse {}));
         }
         match self.volumes().delete(&id, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(volume = id, "CSI: Volume deleted"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Ok(_) => tracing::info!(volume = id, "CSI: Volume deletion requested"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Ok(Response::new(proto::DeleteVolumeResponse {}));
+            }
             Err(error) => return Err(api_error("deleting the Volume", error)),
         }
-        Ok(Response::new(proto::DeleteVolumeResponse {}))
+        // OK means gone: a CreateVolume of the same name right after must make a new volume.
+        let deadline = tokio::time::Instant::now() + self.ready_wait;
+        loop {
+            let gone = self
+                .volumes()
+                .get_opt(&id)
+                .await
+                .map_err(|e| api_error("reading the Volume", e))?
+                .is_none();
+            if gone {
+                return Ok(Response::new(proto::DeleteVolumeResponse {}));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::aborted(format!(
+                    "volume {id} is still being deleted (its agent removes the data first); the request is retried"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     async fn validate_volume_capabilities(

@@ -478,6 +478,18 @@ async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
     )
     .await;
     let script = tokio::spawn(async move {
+        // Deleted, and gone on the first look.
+        server
+            .expect(Method::DELETE, &format!("{VOLUMES}/pvc-old"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                volume_json("pvc-old", "1048576", Some("Deleting"), Some("node-a")),
+            ));
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-old"))
+            .await
+            .respond(not_found());
         server
             .expect(Method::DELETE, &format!("{VOLUMES}/pvc-gone"))
             .await
@@ -495,6 +507,13 @@ async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
             ));
     });
     let mut controller = driver.controller();
+    controller
+        .delete_volume(proto::DeleteVolumeRequest {
+            volume_id: "pvc-old".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("answered once the volume is gone");
     controller
         .delete_volume(proto::DeleteVolumeRequest {
             volume_id: "pvc-gone".into(),
