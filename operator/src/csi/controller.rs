@@ -45,6 +45,10 @@ impl ControllerService {
     fn volumes(&self) -> Api<Volume> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
+
+    fn snapshots(&self) -> Api<crd_types::Snapshot> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Status {
@@ -178,13 +182,17 @@ pub fn volume_name(name: &str) -> String {
 /// Volume names: DNS-1123 labels of at most 63 characters (the external-provisioner's
 /// `pvc-<uid>` is one).
 fn is_volume_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
+    recurring::storage_class::check_dns_label(name).is_ok()
+}
+
+/// Keeps the CSI name of an object whose name had to be derived from it ([`volume_name`]).
+fn remember_csi_name(metadata: &mut kube::api::ObjectMeta, csi_name: &str) {
+    if metadata.name.as_deref() != Some(csi_name) {
+        metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(CSI_NAME_ANNOTATION.into(), csi_name.into());
+    }
 }
 
 /// The Volume a validated request creates.
@@ -289,8 +297,7 @@ impl ControllerService {
             Some(volume_content_source::Type::Snapshot(source)) => {
                 match handle_codec::decode(&source.snapshot_id) {
                     Ok(handle_codec::SnapshotHandle::Snapshot { snapshot, .. }) => {
-                        let snapshots: Api<crd_types::Snapshot> =
-                            Api::namespaced(self.client.clone(), &self.namespace);
+                        let snapshots = self.snapshots();
                         snapshots
                             .get_opt(snapshot.as_str())
                             .await
@@ -387,13 +394,7 @@ impl proto::controller_server::Controller for ControllerService {
             ));
         }
         let mut wanted = build_volume(name, size, source, &parameters);
-        if name != csi_name {
-            wanted
-                .metadata
-                .annotations
-                .get_or_insert_default()
-                .insert(CSI_NAME_ANNOTATION.into(), csi_name.into());
-        }
+        remember_csi_name(&mut wanted.metadata, csi_name);
 
         let volumes = self.volumes();
         match volumes
@@ -587,8 +588,7 @@ impl proto::controller_server::Controller for ControllerService {
             )));
         }
         let name = volume_name(&request.name);
-        let snapshots: Api<crd_types::Snapshot> =
-            Api::namespaced(self.client.clone(), &self.namespace);
+        let snapshots = self.snapshots();
         let existing = snapshots
             .get_opt(&name)
             .await
@@ -620,13 +620,7 @@ impl proto::controller_server::Controller for ControllerService {
                     "spec": {"volume": source},
                 }))
                 .expect("the Snapshot built here matches its schema");
-                if name != request.name {
-                    wanted
-                        .metadata
-                        .annotations
-                        .get_or_insert_default()
-                        .insert(CSI_NAME_ANNOTATION.into(), request.name.clone());
-                }
+                remember_csi_name(&mut wanted.metadata, &request.name);
                 match snapshots.create(&PostParams::default(), &wanted).await {
                     Ok(created) => created,
                     Err(kube::Error::Api(status)) if status.code == 409 => snapshots
@@ -673,8 +667,7 @@ impl proto::controller_server::Controller for ControllerService {
         else {
             return Ok(Response::new(proto::DeleteSnapshotResponse {}));
         };
-        let snapshots: Api<crd_types::Snapshot> =
-            Api::namespaced(self.client.clone(), &self.namespace);
+        let snapshots = self.snapshots();
         match snapshots
             .delete(snapshot.as_str(), &DeleteParams::default())
             .await
