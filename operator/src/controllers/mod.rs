@@ -34,6 +34,19 @@ pub struct Context {
     pub stores: Arc<Stores>,
 }
 
+/// VolumeSnapshotContents are fulfilled by the operator itself unless it serves the CSI
+/// Controller service: then the csi-snapshotter sidecar does it through CreateSnapshot, and two
+/// of them would make every snapshot twice.
+async fn run_snapshot_content(ctx: Arc<Context>, stop: CancellationToken) {
+    if ctx.config.csi_socket.is_some() {
+        tracing::info!(
+            "VolumeSnapshotContents are left to the csi-snapshotter sidecar (--csi-endpoint is set)"
+        );
+        return;
+    }
+    snapshot_content::run(ctx, stop).await
+}
+
 /// Run every controller until `stop` fires (leadership lost or shutdown).
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let bootstrap = tokio::spawn(ensure_default_target(ctx.clone(), stop.clone()));
@@ -44,7 +57,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         object_metrics::run(ctx.clone(), stop.clone()),
         dr::run(ctx.clone(), stop.clone()),
         backing_image::run(ctx.clone(), stop.clone()),
-        snapshot_content::run(ctx.clone(), stop.clone()),
+        run_snapshot_content(ctx.clone(), stop.clone()),
         crate::scheduler::run(ctx.clone(), stop.clone()),
     );
     let _ = bootstrap.await;

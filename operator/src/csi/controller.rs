@@ -22,6 +22,7 @@ use tonic::{Code, Request, Response, Status};
 use super::TOPOLOGY_NODE_KEY;
 use super::parameters::{self, VolumeParameters};
 use super::proto::{self, volume_capability, volume_content_source};
+use crate::controllers::snapshot_content::resolve::{self, Outcome};
 
 /// A volume no size was asked for gets this many bytes.
 pub const DEFAULT_SIZE: i64 = 1 << 30;
@@ -45,17 +46,13 @@ impl ControllerService {
     fn volumes(&self) -> Api<Volume> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
-
-    fn snapshots(&self) -> Api<crd_types::Snapshot> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
 }
 
-fn invalid(message: impl Into<String>) -> Status {
+pub(super) fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
 }
 
-fn api_error(what: &str, error: kube::Error) -> Status {
+pub(super) fn api_error(what: &str, error: kube::Error) -> Status {
     let code = match &error {
         kube::Error::Api(status) if status.code == 403 => Code::PermissionDenied,
         kube::Error::Api(status) if status.code == 409 => Code::Aborted,
@@ -181,12 +178,12 @@ pub fn volume_name(name: &str) -> String {
 
 /// Volume names: DNS-1123 labels of at most 63 characters (the external-provisioner's
 /// `pvc-<uid>` is one).
-fn is_volume_name(name: &str) -> bool {
+pub(super) fn is_volume_name(name: &str) -> bool {
     recurring::storage_class::check_dns_label(name).is_ok()
 }
 
 /// Keeps the CSI name of an object whose name had to be derived from it ([`volume_name`]).
-fn remember_csi_name(metadata: &mut kube::api::ObjectMeta, csi_name: &str) {
+pub(super) fn remember_csi_name(metadata: &mut kube::api::ObjectMeta, csi_name: &str) {
     if metadata.name.as_deref() != Some(csi_name) {
         metadata
             .annotations
@@ -243,8 +240,24 @@ pub fn build_volume(
 }
 
 /// Whether an existing Volume is what the request asks for again (same size and source).
-fn same_request(existing: &Volume, wanted: &Volume) -> bool {
-    existing.spec.size == wanted.spec.size
+/// (The size matches when it fits the request's capacity range: a volume grown since, or made
+/// as large as its snapshot, is still the one asked for.)
+fn same_request(existing: &Volume, wanted: &Volume, range: Option<&proto::CapacityRange>) -> bool {
+    let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
+    let size_fits = match existing
+        .spec
+        .size_bytes()
+        .and_then(|b| i64::try_from(b).ok())
+    {
+        Some(size) => size >= required && (limit == 0 || size <= limit),
+        None => false,
+    };
+    let sized_as_asked = if required == 0 && limit == 0 {
+        size_fits
+    } else {
+        size_fits || existing.spec.size == wanted.spec.size
+    };
+    sized_as_asked
         && existing.spec.data_source == wanted.spec.data_source
         && existing.spec.from_backup == wanted.spec.from_backup
         && existing.spec.backing_image == wanted.spec.backing_image
@@ -271,48 +284,59 @@ fn csi_volume(
 }
 
 impl ControllerService {
-    /// A clone's source volume, or the snapshot of a `snap://` handle, must exist: the spec's
-    /// answer otherwise is NOT_FOUND, not a volume that never becomes ready.
-    async fn check_source_exists(
+    /// The source of a new volume must be usable, or the spec's answer is NOT_FOUND (missing)
+    /// or FAILED_PRECONDITION (failed), not a volume that never becomes ready. Answers the
+    /// bytes a volume restored from it needs, when known.
+    async fn check_source(
         &self,
         request: &proto::CreateVolumeRequest,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<i64>, Status> {
         let source = request
             .volume_content_source
             .as_ref()
             .and_then(|s| s.r#type.as_ref());
-        let missing = match source {
-            Some(volume_content_source::Type::Volume(source)) => self
-                .volumes()
-                .get_opt(&source.volume_id)
-                .await
-                .map_err(|e| api_error("reading the source Volume", e))?
-                .is_none()
-                .then(|| {
-                    format!(
-                        "volume_content_source.volume.volume_id: volume {} does not exist",
-                        source.volume_id
-                    )
-                }),
+        match source {
+            None => Ok(None),
+            Some(volume_content_source::Type::Volume(source)) => {
+                let id = &source.volume_id;
+                let volume = self
+                    .volumes()
+                    .get_opt(id)
+                    .await
+                    .map_err(|e| api_error("reading the source Volume", e))?
+                    .ok_or_else(|| {
+                        Status::not_found(format!(
+                            "volume_content_source.volume.volume_id: volume {id} does not exist"
+                        ))
+                    })?;
+                Ok(volume.spec.size_bytes().and_then(|b| i64::try_from(b).ok()))
+            }
             Some(volume_content_source::Type::Snapshot(source)) => {
-                match handle_codec::decode(&source.snapshot_id) {
-                    Ok(handle_codec::SnapshotHandle::Snapshot { snapshot, .. }) => {
-                        let snapshots = self.snapshots();
-                        snapshots
-                            .get_opt(snapshot.as_str())
-                            .await
-                            .map_err(|e| api_error("reading the source Snapshot", e))?
-                            .is_none()
-                            .then(|| format!("volume_content_source.snapshot.snapshot_id: snapshot {} does not exist", source.snapshot_id))
+                let field = "volume_content_source.snapshot.snapshot_id";
+                let id = &source.snapshot_id;
+                let handle = handle_codec::decode(id)
+                    .map_err(|e| Status::not_found(format!("{field} {id:?}: {e}")))?;
+                let objects = self.fetch_for_handle(&handle).await?;
+                let outcome =
+                    resolve::check_handle(&objects, &handle, &self.namespace, BTreeMap::new());
+                let image = matches!(handle, handle_codec::SnapshotHandle::BackingImage(_));
+                match outcome {
+                    Outcome::Ready { restore_size, .. } => Ok(restore_size),
+                    // A missing image a handle can make is made on demand by the Volume
+                    // controller; an image being made is waited for by the volume.
+                    Outcome::Create(_) | Outcome::InProgress(_) if image => Ok(None),
+                    Outcome::Failed(why) if objects.has_object_of(&handle) => {
+                        Err(Status::failed_precondition(format!("{field} {id}: {why}")))
                     }
-                    _ => None,
+                    Outcome::Failed(why) => Err(Status::not_found(format!("{field} {id}: {why}"))),
+                    Outcome::InProgress(why) => Err(Status::aborted(format!(
+                        "{field} {id}: {why}; the request is retried"
+                    ))),
+                    Outcome::Create(_) => Err(Status::not_found(format!(
+                        "{field} {id}: it names nothing that exists"
+                    ))),
                 }
             }
-            None => None,
-        };
-        match missing {
-            Some(message) => Err(Status::not_found(message)),
-            None => Ok(()),
         }
     }
 
@@ -407,7 +431,8 @@ impl proto::controller_server::Controller for ControllerService {
                     "volume {name} of an earlier request with this name is still being deleted; the request is retried"
                 )));
             }
-            Some(existing) if same_request(&existing, &wanted) => {}
+            Some(existing) if same_request(&existing, &wanted, request.capacity_range.as_ref()) => {
+            }
             Some(existing) => {
                 return Err(Status::already_exists(format!(
                     "volume {name} exists with size {} and another source: a request with the same name must ask for the same volume",
@@ -415,7 +440,27 @@ impl proto::controller_server::Controller for ControllerService {
                 )));
             }
             None => {
-                self.check_source_exists(&request).await?;
+                if let Some(needed) = self.check_source(&request).await? {
+                    let given = request
+                        .capacity_range
+                        .as_ref()
+                        .map_or(0, |r| r.required_bytes);
+                    if given > 0 && given < needed {
+                        return Err(Status::out_of_range(format!(
+                            "capacity_range.required_bytes {given} is smaller than the {needed} bytes the content source needs: ask for at least that much"
+                        )));
+                    }
+                    let limit = request.capacity_range.as_ref().map_or(0, |r| r.limit_bytes);
+                    if limit > 0 && limit < needed {
+                        return Err(Status::out_of_range(format!(
+                            "capacity_range.limit_bytes {limit} is smaller than the {needed} bytes the content source needs"
+                        )));
+                    }
+                    // No size asked for: the source's; else never smaller than it.
+                    if needed > size || (given == 0 && limit == 0) {
+                        wanted.spec.size = needed.to_string();
+                    }
+                }
                 match volumes.create(&PostParams::default(), &wanted).await {
                     Ok(_) => tracing::info!(volume = name, size, "CSI: Volume created"),
                     Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -424,6 +469,11 @@ impl proto::controller_server::Controller for ControllerService {
             }
         }
         let ready = self.wait_ready(name).await?;
+        let size = ready
+            .spec
+            .size_bytes()
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(size);
         Ok(Response::new(proto::CreateVolumeResponse {
             volume: Some(csi_volume(&ready, size, request.volume_content_source)),
         }))
@@ -526,6 +576,7 @@ impl proto::controller_server::Controller for ControllerService {
             rpc::Type::CreateDeleteVolume,
             rpc::Type::CloneVolume,
             rpc::Type::CreateDeleteSnapshot,
+            rpc::Type::ListSnapshots,
         ]
         .into_iter()
         .map(|kind| proto::ControllerServiceCapability {
@@ -571,85 +622,9 @@ impl proto::controller_server::Controller for ControllerService {
         &self,
         request: Request<proto::CreateSnapshotRequest>,
     ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
-        let request = request.into_inner();
-        let source = request.source_volume_id.as_str();
-        if source.is_empty() {
-            return Err(invalid("source_volume_id is required"));
-        }
-        if request.name.is_empty() {
-            return Err(invalid("name is required"));
-        }
-        let class = handle_codec::parse_snapshot_class_parameters(&request.parameters)
-            .map_err(|e| invalid(e.to_string()))?;
-        if class.kind != handle_codec::SnapshotRequestKind::Snapshot {
-            return Err(Status::unimplemented(format!(
-                "VolumeSnapshotClass parameter type {:?} is not offered by the CSI driver yet: use type: snap (backups and backing images are made with Backup and BackingImage objects meanwhile)",
-                class.kind.handle_kind().scheme()
-            )));
-        }
-        let name = volume_name(&request.name);
-        let snapshots = self.snapshots();
-        let existing = snapshots
-            .get_opt(&name)
-            .await
-            .map_err(|e| api_error("reading the Snapshot", e))?;
-        let snapshot = match existing {
-            Some(existing) if existing.spec.volume == source => existing,
-            Some(existing) => {
-                return Err(Status::already_exists(format!(
-                    "snapshot {} exists of volume {}, not {source}: a request with the same name must name the same volume",
-                    request.name, existing.spec.volume
-                )));
-            }
-            None => {
-                if !is_volume_name(source)
-                    || self
-                        .volumes()
-                        .get_opt(source)
-                        .await
-                        .map_err(|e| api_error("reading the source Volume", e))?
-                        .is_none()
-                {
-                    return Err(Status::not_found(format!(
-                        "source_volume_id: volume {source} does not exist"
-                    )));
-                }
-                let mut wanted: crd_types::Snapshot = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "bulwark.io/v1beta1", "kind": "Snapshot",
-                    "metadata": {"name": name, "labels": {CREATED_BY_LABEL: "csi"}},
-                    "spec": {"volume": source},
-                }))
-                .expect("the Snapshot built here matches its schema");
-                remember_csi_name(&mut wanted.metadata, &request.name);
-                match snapshots.create(&PostParams::default(), &wanted).await {
-                    Ok(created) => created,
-                    Err(kube::Error::Api(status)) if status.code == 409 => snapshots
-                        .get(&name)
-                        .await
-                        .map_err(|e| api_error("reading the Snapshot", e))?,
-                    Err(error) => return Err(api_error("creating the Snapshot", error)),
-                }
-            }
-        };
-        // Not waited for: the csi-snapshotter asks again until it is ready to use.
-        let status = snapshot.status.clone().unwrap_or_default();
-        let created_at = status
-            .creation_time
-            .map(|t| t.0)
-            .or_else(|| snapshot.metadata.creation_timestamp.as_ref().map(|t| t.0))
-            .unwrap_or_else(jiff::Timestamp::now);
+        let snapshot = self.create_snapshot_object(request.into_inner()).await?;
         Ok(Response::new(proto::CreateSnapshotResponse {
-            snapshot: Some(proto::Snapshot {
-                size_bytes: status.restore_size.or(status.size).unwrap_or(0),
-                snapshot_id: format!("snap://{source}/{name}"),
-                source_volume_id: source.to_owned(),
-                creation_time: Some(prost_types::Timestamp {
-                    seconds: created_at.as_second(),
-                    nanos: created_at.subsec_nanosecond(),
-                }),
-                ready_to_use: status.ready_to_use == Some(true),
-                group_snapshot_id: String::new(),
-            }),
+            snapshot: Some(snapshot),
         }))
     }
 
@@ -657,33 +632,18 @@ impl proto::controller_server::Controller for ControllerService {
         &self,
         request: Request<proto::DeleteSnapshotRequest>,
     ) -> Result<Response<proto::DeleteSnapshotResponse>, Status> {
-        let id = request.into_inner().snapshot_id;
-        if id.is_empty() {
-            return Err(invalid("snapshot_id is required"));
-        }
-        // Only snapshots this driver takes are deleted; any other ID was never ours to delete
-        // (the spec's answer for an unknown ID is success).
-        let Ok(handle_codec::SnapshotHandle::Snapshot { snapshot, .. }) = handle_codec::decode(&id)
-        else {
-            return Ok(Response::new(proto::DeleteSnapshotResponse {}));
-        };
-        let snapshots = self.snapshots();
-        match snapshots
-            .delete(snapshot.as_str(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => tracing::info!(snapshot = snapshot.as_str(), "CSI: Snapshot deleted"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(api_error("deleting the Snapshot", error)),
-        }
+        self.delete_snapshot_object(&request.into_inner().snapshot_id)
+            .await?;
         Ok(Response::new(proto::DeleteSnapshotResponse {}))
     }
 
     async fn list_snapshots(
         &self,
-        _: Request<proto::ListSnapshotsRequest>,
+        request: Request<proto::ListSnapshotsRequest>,
     ) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
-        Err(not_offered("ListSnapshots"))
+        Ok(Response::new(
+            self.list_snapshot_objects(request.into_inner()).await?,
+        ))
     }
 
     async fn controller_expand_volume(

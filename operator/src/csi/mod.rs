@@ -8,6 +8,7 @@ pub mod controller;
 pub mod identity;
 pub mod node;
 pub mod parameters;
+pub mod snapshots;
 
 #[cfg(test)]
 mod tests;

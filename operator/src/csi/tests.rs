@@ -310,6 +310,14 @@ async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
             .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
             .await
             .respond(not_found());
+        // The source backup is looked at: completed, of a smaller volume.
+        answer(
+            &mut server,
+            &format!("{BACKUPS}/backup-0123456789abcdef"),
+            backup_json("backup-0123456789abcdef", "vol-a", completed(1 << 20)),
+        )
+        .await;
+        missing(&mut server, &format!("{VOLUMES}/vol-a")).await;
         let create = server.expect(Method::POST, VOLUMES).await;
         let body = create.json();
         create.respond(json_response(StatusCode::CREATED, body.clone()));
@@ -557,11 +565,27 @@ async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
         .expect("capabilities")
         .into_inner()
         .capabilities;
-    assert_eq!(capabilities.len(), 3);
+    use proto::controller_service_capability::{Type, rpc};
+    let offered: Vec<rpc::Type> = capabilities
+        .iter()
+        .filter_map(|c| match &c.r#type {
+            Some(Type::Rpc(rpc)) => rpc::Type::try_from(rpc.r#type).ok(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        offered,
+        [
+            rpc::Type::CreateDeleteVolume,
+            rpc::Type::CloneVolume,
+            rpc::Type::CreateDeleteSnapshot,
+            rpc::Type::ListSnapshots,
+        ]
+    );
     let unoffered = controller
-        .list_snapshots(proto::ListSnapshotsRequest::default())
+        .controller_publish_volume(proto::ControllerPublishVolumeRequest::default())
         .await
-        .expect_err("not offered yet");
+        .expect_err("volumes are placed by the operator, not attached");
     assert_eq!(unoffered.code(), Code::Unimplemented);
     driver.stop().await;
 }
@@ -905,7 +929,19 @@ async fn a_snap_class_snapshot_is_a_snapshot_object_reported_ready_when_it_is() 
             .await
             .respond(json_response(StatusCode::OK, ready));
         server
-            .expect(Method::DELETE, &format!("{SNAPSHOTS}/snapshot-1"))
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+            ));
+        // Deleting one that is gone already deletes nothing.
+        server
+            .expect(Method::GET, &format!("{SNAPSHOTS}/snapshot-1"))
+            .await
+            .respond(not_found());
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
             .await
             .respond(not_found());
         body
@@ -956,16 +992,6 @@ async fn a_snap_class_snapshot_is_a_snapshot_object_reported_ready_when_it_is() 
         json!({"bulwark.io/created-by": "csi"})
     );
 
-    let bak = controller
-        .create_snapshot(request("bak"))
-        .await
-        .expect_err("not offered yet");
-    assert_eq!(bak.code(), Code::Unimplemented);
-    assert!(
-        bak.message().contains("use type: snap"),
-        "{}",
-        bak.message()
-    );
     let bad = controller
         .create_snapshot(request("tape"))
         .await
@@ -983,5 +1009,497 @@ async fn a_snap_class_snapshot_is_a_snapshot_object_reported_ready_when_it_is() 
         })
         .await
         .expect("an ID that was never ours is deleted already");
+    driver.stop().await;
+}
+
+/// The next request is a GET of `path`, answered with `body`.
+async fn answer(server: &mut ApiServer, path: &str, body: Value) {
+    server
+        .expect(Method::GET, path)
+        .await
+        .respond(json_response(StatusCode::OK, body));
+}
+
+/// The next request is a GET of `path`, which does not exist.
+async fn missing(server: &mut ApiServer, path: &str) {
+    server.expect(Method::GET, path).await.respond(not_found());
+}
+
+const BACKUPS: &str = "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/backups";
+const IMAGES: &str = "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/backingimages";
+
+fn backup_json(name: &str, volume: &str, status: Value) -> Value {
+    json!({
+        "apiVersion": "bulwark.io/v1beta1", "kind": "Backup",
+        "metadata": {"name": name, "namespace": "bulwark-system",
+                     "creationTimestamp": "2026-12-07T02:00:00Z"},
+        "spec": {"volume": volume},
+        "status": status,
+    })
+}
+
+fn completed(volume_size: i64) -> Value {
+    json!({"state": "Completed", "volumeSize": volume_size,
+           "url": "s3://bucket@us-east-1/?backup=snapshot-2&volume=pvc-1",
+           "backupCreatedAt": "2026-12-07T02:00:05Z"})
+}
+
+fn snapshot_request(name: &str, parameters: &[(&str, &str)]) -> proto::CreateSnapshotRequest {
+    proto::CreateSnapshotRequest {
+        source_volume_id: "pvc-1".into(),
+        name: name.into(),
+        parameters: parameters
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_bak_class_snapshot_is_a_backup_listed_by_its_id_and_deleted_with_it() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let volume = volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a"));
+    let script = tokio::spawn(async move {
+        // CreateSnapshot: no Backup yet, so one is made.
+        server
+            .expect(Method::GET, &format!("{BACKUPS}/snapshot-2"))
+            .await
+            .respond(not_found());
+        answer(&mut server, &format!("{VOLUMES}/pvc-1"), volume.clone()).await;
+        let create = server.expect(Method::POST, BACKUPS).await;
+        let body = create.json();
+        create.respond(json_response(
+            StatusCode::CREATED,
+            backup_json("snapshot-2", "pvc-1", json!(null)),
+        ));
+        // Asked again (the csi-snapshotter polls), then listed by ID: completed.
+        for _ in 0..2 {
+            server
+                .expect(Method::GET, &format!("{BACKUPS}/snapshot-2"))
+                .await
+                .respond(json_response(
+                    StatusCode::OK,
+                    backup_json("snapshot-2", "pvc-1", completed(4 << 20)),
+                ));
+            answer(&mut server, &format!("{VOLUMES}/pvc-1"), volume.clone()).await;
+        }
+        // Listed by an ID naming no backup: nothing.
+        server
+            .expect(Method::GET, &format!("{BACKUPS}/nothing"))
+            .await
+            .respond(not_found());
+        answer(&mut server, &format!("{VOLUMES}/pvc-1"), volume.clone()).await;
+        // Deleted: the Backup goes (its finalizer removes it from the store).
+        server
+            .expect(Method::GET, &format!("{BACKUPS}/snapshot-2"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                backup_json("snapshot-2", "pvc-1", completed(4 << 20)),
+            ));
+        answer(&mut server, &format!("{VOLUMES}/pvc-1"), volume.clone()).await;
+        server
+            .expect(Method::DELETE, &format!("{BACKUPS}/snapshot-2"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                backup_json("snapshot-2", "pvc-1", completed(4 << 20)),
+            ));
+        body
+    });
+    let mut controller = driver.controller();
+    let request = snapshot_request("snapshot-2", &[("type", "bak"), ("backupMode", "full")]);
+    let first = controller
+        .create_snapshot(request.clone())
+        .await
+        .expect("created")
+        .into_inner()
+        .snapshot
+        .expect("snapshot");
+    assert_eq!(first.snapshot_id, "bak://pvc-1/snapshot-2");
+    assert!(!first.ready_to_use, "a backup just asked for is not ready");
+    assert_eq!(first.size_bytes, 1 << 20, "the volume's size until done");
+    let done = controller
+        .create_snapshot(request)
+        .await
+        .expect("asked again")
+        .into_inner()
+        .snapshot
+        .expect("snapshot");
+    assert_eq!(done.snapshot_id, first.snapshot_id, "the ID never changes");
+    assert!(done.ready_to_use);
+    assert_eq!(done.size_bytes, 4 << 20, "the backup's volume size");
+    let backed_up_at = "2026-12-07T02:00:05Z"
+        .parse::<jiff::Timestamp>()
+        .expect("time")
+        .as_second();
+    assert_eq!(done.creation_time.expect("time").seconds, backed_up_at);
+
+    let listed = controller
+        .list_snapshots(proto::ListSnapshotsRequest {
+            snapshot_id: "bak://pvc-1/snapshot-2".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(listed.entries.len(), 1);
+    let entry = listed.entries[0].snapshot.clone().expect("snapshot");
+    assert_eq!(
+        (
+            entry.snapshot_id.as_str(),
+            entry.source_volume_id.as_str(),
+            entry.ready_to_use
+        ),
+        ("bak://pvc-1/snapshot-2", "pvc-1", true)
+    );
+    let none = controller
+        .list_snapshots(proto::ListSnapshotsRequest {
+            snapshot_id: "bak://pvc-1/nothing".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert!(none.entries.is_empty());
+    controller
+        .delete_snapshot(proto::DeleteSnapshotRequest {
+            snapshot_id: "bak://pvc-1/snapshot-2".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deleted");
+    let created = finish(script).await;
+    assert_eq!(
+        created["spec"],
+        json!({"volume": "pvc-1", "backupMode": "full"})
+    );
+    assert_eq!(
+        created["metadata"]["labels"]["bulwark.io/created-by"],
+        "csi"
+    );
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn a_bi_class_snapshot_exports_the_volume_as_a_backing_image_with_a_stable_id() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let image = |status: Value| {
+        json!({
+            "apiVersion": "bulwark.io/v1beta1", "kind": "BackingImage",
+            "metadata": {"name": "snapshot-3", "namespace": "bulwark-system",
+                         "creationTimestamp": "2026-12-07T03:00:00Z"},
+            "spec": {"sourceType": "export-from-volume",
+                     "sourceParameters": {"export-type": "qcow2", "volume-name": "pvc-1"}},
+            "status": status,
+        })
+    };
+    let volume = volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a"));
+    let script = tokio::spawn(async move {
+        server
+            .expect(Method::GET, &format!("{IMAGES}/snapshot-3"))
+            .await
+            .respond(not_found());
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(json_response(StatusCode::OK, volume.clone()));
+        let create = server.expect(Method::POST, IMAGES).await;
+        let body = create.json();
+        create.respond(json_response(StatusCode::CREATED, image(json!(null))));
+        server
+            .expect(Method::GET, &format!("{IMAGES}/snapshot-3"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                image(
+                    json!({"state": "ready", "size": 2097152, "checksum": "ab".repeat(64),
+                             "readyAt": "2026-12-07T03:00:09Z"}),
+                ),
+            ));
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
+            .await
+            .respond(json_response(StatusCode::OK, volume));
+        body
+    });
+    let mut controller = driver.controller();
+    let request = snapshot_request("snapshot-3", &[("type", "bi"), ("export-type", "qcow2")]);
+    let first = controller
+        .create_snapshot(request.clone())
+        .await
+        .expect("created")
+        .into_inner()
+        .snapshot
+        .expect("snapshot");
+    let ready = controller
+        .create_snapshot(request)
+        .await
+        .expect("asked again")
+        .into_inner()
+        .snapshot
+        .expect("snapshot");
+    let created = finish(script).await;
+    assert_eq!(
+        created["spec"],
+        json!({"sourceType": "export-from-volume",
+               "sourceParameters": {"export-type": "qcow2", "volume-name": "pvc-1"}})
+    );
+    assert!(!first.ready_to_use);
+    assert!(ready.ready_to_use);
+    assert_eq!(ready.size_bytes, 2 << 20);
+    assert_eq!(
+        ready.snapshot_id, first.snapshot_id,
+        "no checksum added later"
+    );
+    match handle_codec::decode(&ready.snapshot_id).expect("a bi:// handle") {
+        handle_codec::SnapshotHandle::BackingImage(handle) => {
+            assert_eq!(handle.name.as_str(), "snapshot-3");
+            assert_eq!(
+                handle.source,
+                handle_codec::BackingImageSource::ExportFromVolume {
+                    volume_name: handle_codec::Name::new("pvc-1").expect("name"),
+                    export_type: handle_codec::ExportType::Qcow2,
+                }
+            );
+        }
+        other => panic!("not a backing image handle: {other:?}"),
+    }
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn list_snapshots_gives_every_usable_kind_filtered_by_volume_and_paged() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let list = |items: Vec<Value>| json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items});
+    let snapshot = |name: &str, volume: &str, status: Value| {
+        json!({"apiVersion": "bulwark.io/v1beta1", "kind": "Snapshot",
+               "metadata": {"name": name, "namespace": "bulwark-system",
+                            "creationTimestamp": "2026-12-07T01:00:00Z"},
+               "spec": {"volume": volume}, "status": status})
+    };
+    let responses = vec![
+        list(vec![
+            volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+            volume_json("pvc-2", "2097152", Some("Ready"), Some("node-a")),
+        ]),
+        list(vec![
+            snapshot(
+                "s-ready",
+                "pvc-1",
+                json!({"readyToUse": true, "restoreSize": 1048576}),
+            ),
+            snapshot("s-making", "pvc-2", json!({})),
+            snapshot("s-failed", "pvc-1", json!({"error": "disk full"})),
+        ]),
+        list(vec![
+            backup_json("b-done", "pvc-1", completed(1 << 20)),
+            backup_json(
+                "b-error",
+                "pvc-1",
+                json!({"state": "Error", "error": "target gone"}),
+            ),
+        ]),
+        list(vec![json!({
+            "apiVersion": "bulwark.io/v1beta1", "kind": "BackingImage",
+            "metadata": {"name": "img-1", "namespace": "bulwark-system"},
+            "spec": {"sourceType": "download", "sourceParameters": {"url": "https://example.invalid/a.img"}},
+        })]),
+    ];
+    let script = tokio::spawn(async move {
+        for _ in 0..3 {
+            for (path, body) in [VOLUMES, SNAPSHOTS, BACKUPS, IMAGES].iter().zip(&responses) {
+                server
+                    .expect(Method::GET, path)
+                    .await
+                    .respond(json_response(StatusCode::OK, body.clone()));
+            }
+        }
+    });
+    let mut controller = driver.controller();
+    let ids = |response: proto::ListSnapshotsResponse| -> (Vec<(String, bool)>, String) {
+        (
+            response
+                .entries
+                .into_iter()
+                .map(|e| e.snapshot.expect("snapshot"))
+                .map(|s| (s.snapshot_id, s.ready_to_use))
+                .collect(),
+            response.next_token,
+        )
+    };
+    let all = controller
+        .list_snapshots(proto::ListSnapshotsRequest::default())
+        .await
+        .expect("listed")
+        .into_inner();
+    // Failed ones are not offered; a downloaded image is no snapshot of a volume.
+    assert_eq!(
+        ids(all),
+        (
+            vec![
+                ("bak://pvc-1/b-done".to_owned(), true),
+                ("snap://pvc-1/s-ready".to_owned(), true),
+                ("snap://pvc-2/s-making".to_owned(), false),
+            ],
+            String::new()
+        )
+    );
+    let first_page = controller
+        .list_snapshots(proto::ListSnapshotsRequest {
+            source_volume_id: "pvc-1".into(),
+            max_entries: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    let (first, token) = ids(first_page);
+    assert_eq!(first, vec![("bak://pvc-1/b-done".to_owned(), true)]);
+    assert_eq!(token, "1");
+    let second_page = controller
+        .list_snapshots(proto::ListSnapshotsRequest {
+            source_volume_id: "pvc-1".into(),
+            max_entries: 1,
+            starting_token: token,
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(
+        ids(second_page),
+        (
+            vec![("snap://pvc-1/s-ready".to_owned(), true)],
+            String::new()
+        )
+    );
+    finish(script).await;
+    let status = controller
+        .list_snapshots(proto::ListSnapshotsRequest {
+            starting_token: "not-ours".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a token the driver never gave");
+    assert_eq!(status.code(), Code::Aborted);
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn a_volume_from_a_backup_is_as_large_as_the_backup_and_refused_until_it_is_usable() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let script = tokio::spawn(async move {
+        // 1: the backup is still being made.
+        missing(&mut server, &format!("{VOLUMES}/pvc-new")).await;
+        server
+            .expect(Method::GET, &format!("{BACKUPS}/b-1"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                backup_json("b-1", "pvc-1", json!({"state": "InProgress"})),
+            ));
+        missing(&mut server, &format!("{VOLUMES}/pvc-1")).await;
+        // 2: no such backup.
+        missing(&mut server, &format!("{VOLUMES}/pvc-new")).await;
+        missing(&mut server, &format!("{BACKUPS}/b-gone")).await;
+        missing(&mut server, &format!("{VOLUMES}/pvc-1")).await;
+        // 3: completed, 4 MiB; too small a request.
+        for _ in 0..2 {
+            missing(&mut server, &format!("{VOLUMES}/pvc-new")).await;
+            server
+                .expect(Method::GET, &format!("{BACKUPS}/b-1"))
+                .await
+                .respond(json_response(
+                    StatusCode::OK,
+                    backup_json("b-1", "pvc-1", completed(4 << 20)),
+                ));
+            missing(&mut server, &format!("{VOLUMES}/pvc-1")).await;
+        }
+        // 4: no size asked: the backup's.
+        let create = server.expect(Method::POST, VOLUMES).await;
+        let body = create.json();
+        create.respond(json_response(StatusCode::CREATED, body.clone()));
+        server
+            .expect(Method::GET, &format!("{VOLUMES}/pvc-new"))
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                volume_json("pvc-new", "4194304", Some("Ready"), Some("node-a")),
+            ));
+        body
+    });
+    let mut controller = driver.controller();
+    let from = |id: &str, required: i64| {
+        let mut request = create_request("pvc-new", required);
+        request.volume_content_source = Some(proto::VolumeContentSource {
+            r#type: Some(volume_content_source::Type::Snapshot(
+                volume_content_source::SnapshotSource {
+                    snapshot_id: id.into(),
+                },
+            )),
+        });
+        request
+    };
+    let busy = controller
+        .create_volume(from("bak://pvc-1/b-1", 0))
+        .await
+        .expect_err("not completed");
+    assert_eq!(busy.code(), Code::Aborted, "{}", busy.message());
+    assert!(
+        busy.message().contains("not completed yet"),
+        "{}",
+        busy.message()
+    );
+    let gone = controller
+        .create_volume(from("bak://pvc-1/b-gone", 0))
+        .await
+        .expect_err("no backup");
+    assert_eq!(gone.code(), Code::NotFound, "{}", gone.message());
+    assert!(gone.message().contains("b-gone"), "{}", gone.message());
+    let small = controller
+        .create_volume(from("bak://pvc-1/b-1", 1 << 20))
+        .await
+        .expect_err("smaller than the backup");
+    assert_eq!(small.code(), Code::OutOfRange);
+    assert!(
+        small
+            .message()
+            .contains("capacity_range.required_bytes 1048576 is smaller than the 4194304 bytes"),
+        "{}",
+        small.message()
+    );
+    let made = controller
+        .create_volume(from("bak://pvc-1/b-1", 0))
+        .await
+        .expect("created")
+        .into_inner()
+        .volume
+        .expect("volume");
+    assert_eq!(made.capacity_bytes, 4 << 20);
+    let created = finish(script).await;
+    assert_eq!(created["spec"]["size"], "4194304");
+    assert_eq!(created["spec"]["dataSource"], "bak://pvc-1/b-1");
     driver.stop().await;
 }
