@@ -22,6 +22,7 @@ use tonic::{Code, Request, Response, Status};
 use super::TOPOLOGY_NODE_KEY;
 use super::parameters::{self, VolumeParameters};
 use super::proto::{self, volume_capability, volume_content_source};
+use super::snapshots;
 use crate::controllers::snapshot_content::resolve::{self, Outcome};
 
 /// A volume no size was asked for gets this many bytes.
@@ -577,6 +578,8 @@ impl proto::controller_server::Controller for ControllerService {
             rpc::Type::CloneVolume,
             rpc::Type::CreateDeleteSnapshot,
             rpc::Type::ListSnapshots,
+            rpc::Type::ListVolumes,
+            rpc::Type::ExpandVolume,
         ]
         .into_iter()
         .map(|kind| proto::ControllerServiceCapability {
@@ -606,9 +609,36 @@ impl proto::controller_server::Controller for ControllerService {
 
     async fn list_volumes(
         &self,
-        _: Request<proto::ListVolumesRequest>,
+        request: Request<proto::ListVolumesRequest>,
     ) -> Result<Response<proto::ListVolumesResponse>, Status> {
-        Err(not_offered("ListVolumes"))
+        let request = request.into_inner();
+        let start = snapshots::starting_index(&request.starting_token)?;
+        let mut volumes = self
+            .volumes()
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(|e| api_error("listing Volumes", e))?
+            .items;
+        volumes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let (volumes, next_token) = snapshots::page(volumes, start, request.max_entries)?;
+        let entries = volumes
+            .iter()
+            .map(|volume| {
+                let size = volume
+                    .spec
+                    .size_bytes()
+                    .and_then(|b| i64::try_from(b).ok())
+                    .unwrap_or(0);
+                proto::list_volumes_response::Entry {
+                    volume: Some(csi_volume(volume, size, None)),
+                    status: None,
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::ListVolumesResponse {
+            entries,
+            next_token,
+        }))
     }
 
     async fn get_capacity(
@@ -648,9 +678,55 @@ impl proto::controller_server::Controller for ControllerService {
 
     async fn controller_expand_volume(
         &self,
-        _: Request<proto::ControllerExpandVolumeRequest>,
+        request: Request<proto::ControllerExpandVolumeRequest>,
     ) -> Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
-        Err(not_offered("ControllerExpandVolume"))
+        let request = request.into_inner();
+        let id = request.volume_id.as_str();
+        if id.is_empty() {
+            return Err(invalid("volume_id is required"));
+        }
+        let Some(range) = request.capacity_range.as_ref() else {
+            return Err(invalid(
+                "capacity_range is required: say how large the volume becomes",
+            ));
+        };
+        let size = volume_size(Some(range)).map_err(Status::out_of_range)?;
+        let volumes = self.volumes();
+        let volume = match is_volume_name(id) {
+            true => volumes
+                .get_opt(id)
+                .await
+                .map_err(|e| api_error("reading the Volume", e))?,
+            false => None,
+        }
+        .ok_or_else(|| Status::not_found(format!("volume {id} does not exist")))?;
+        let current = volume
+            .spec
+            .size_bytes()
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(0);
+        // The node grows the loop device (and the file system on it) once the agent has grown
+        // the data: kubelet calls NodeExpandVolume where the volume is staged.
+        let answer = |capacity_bytes| {
+            Ok(Response::new(proto::ControllerExpandVolumeResponse {
+                capacity_bytes,
+                node_expansion_required: true,
+            }))
+        };
+        if current >= size {
+            return answer(current);
+        }
+        let patch = serde_json::json!({"spec": {"size": size.to_string()}});
+        volumes
+            .patch(
+                id,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| api_error(&format!("growing volume {id} to {size} bytes"), e))?;
+        tracing::info!(volume = id, from = current, to = size, "CSI: Volume grown");
+        answer(size)
     }
 
     async fn controller_get_volume(

@@ -211,6 +211,35 @@ fn unstage(file: &Path, staging: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes the loop device of a staged volume as large as its grown file, then the file system on
+/// it (mounted at `volume_path`) as large as the device. Answers the device's new size.
+fn expand(file: &Path, volume_path: &Path, block: bool) -> Result<i64, String> {
+    let device = loop_devices(file)?.into_iter().next().ok_or_else(|| {
+        format!(
+            "the volume is not staged on this node (no loop device on {}): stage it first",
+            file.display()
+        )
+    })?;
+    run("losetup", &["-c", &device])?;
+    if !block {
+        match run("blkid", &["-p", "-s", "TYPE", "-o", "value", &device])?.as_str() {
+            "ext4" | "ext3" | "ext2" => run("resize2fs", &[&device]).map(drop).map_err(|e| {
+                if e.contains("Permission denied") {
+                    format!("{e}: growing a mounted ext4 file system needs CAP_SYS_RESOURCE; run the node plugin container privileged")
+                } else {
+                    e
+                }
+            })?,
+            "xfs" => run("xfs_growfs", &[&volume_path.to_string_lossy()]).map(drop)?,
+            other => return Err(format!("cannot grow a {other:?} file system: only ext4 and xfs grow")),
+        }
+    }
+    let bytes = run("blockdev", &["--getsize64", &device])?;
+    bytes
+        .parse()
+        .map_err(|e| format!("blockdev --getsize64 {device} said {bytes:?}: {e}"))
+}
+
 fn publish(
     file: &Path,
     staging: &Path,
@@ -385,11 +414,54 @@ impl proto::node_server::Node for NodeService {
 
     async fn node_expand_volume(
         &self,
-        _: Request<proto::NodeExpandVolumeRequest>,
+        request: Request<proto::NodeExpandVolumeRequest>,
     ) -> Result<Response<proto::NodeExpandVolumeResponse>, Status> {
-        Err(Status::unimplemented(
-            "NodeExpandVolume is not offered by this driver yet (see NodeGetCapabilities)",
-        ))
+        let request = request.into_inner();
+        let volume = required(&request.volume_id, "volume_id")?;
+        let path = PathBuf::from(required(&request.volume_path, "volume_path")?);
+        if !path.exists() {
+            return Err(Status::not_found(format!(
+                "volume_path {} does not exist",
+                path.display()
+            )));
+        }
+        let wanted = request
+            .capacity_range
+            .as_ref()
+            .map_or(0, |r| r.required_bytes)
+            .max(0) as u64;
+        let block = match request
+            .volume_capability
+            .as_ref()
+            .and_then(|c| c.access_type.as_ref())
+        {
+            Some(volume_capability::AccessType::Block(_)) => true,
+            Some(volume_capability::AccessType::Mount(_)) => false,
+            None => std::fs::metadata(&path)
+                .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+                .unwrap_or(false),
+        };
+        let file = self.volume_file(volume).await?;
+        // The agent grows the data after the controller grew `spec.size`; until then there is
+        // nothing to grow here, and kubelet asks again.
+        let deadline = tokio::time::Instant::now() + self.file_wait;
+        loop {
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            if size >= wanted {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "volume {volume} is {size} bytes on node {}, not yet the {wanted} bytes asked for: its agent grows it after the Volume's spec.size grew; the request is retried",
+                    self.node_id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let capacity = blocking(move || expand(&file, &path, block)).await?;
+        Ok(Response::new(proto::NodeExpandVolumeResponse {
+            capacity_bytes: capacity,
+        }))
     }
 
     async fn node_get_capabilities(
@@ -397,14 +469,18 @@ impl proto::node_server::Node for NodeService {
         _: Request<proto::NodeGetCapabilitiesRequest>,
     ) -> Result<Response<proto::NodeGetCapabilitiesResponse>, Status> {
         use node_service_capability::{Rpc, Type, rpc};
-        let capabilities = [rpc::Type::StageUnstageVolume, rpc::Type::GetVolumeStats]
-            .into_iter()
-            .map(|kind| proto::NodeServiceCapability {
-                r#type: Some(Type::Rpc(Rpc {
-                    r#type: kind as i32,
-                })),
-            })
-            .collect();
+        let capabilities = [
+            rpc::Type::StageUnstageVolume,
+            rpc::Type::GetVolumeStats,
+            rpc::Type::ExpandVolume,
+        ]
+        .into_iter()
+        .map(|kind| proto::NodeServiceCapability {
+            r#type: Some(Type::Rpc(Rpc {
+                r#type: kind as i32,
+            })),
+        })
+        .collect();
         Ok(Response::new(proto::NodeGetCapabilitiesResponse {
             capabilities,
         }))

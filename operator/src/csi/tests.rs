@@ -580,6 +580,8 @@ async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
             rpc::Type::CloneVolume,
             rpc::Type::CreateDeleteSnapshot,
             rpc::Type::ListSnapshots,
+            rpc::Type::ListVolumes,
+            rpc::Type::ExpandVolume,
         ]
     );
     let unoffered = controller
@@ -1501,5 +1503,257 @@ async fn a_volume_from_a_backup_is_as_large_as_the_backup_and_refused_until_it_i
     let created = finish(script).await;
     assert_eq!(created["spec"]["size"], "4194304");
     assert_eq!(created["spec"]["dataSource"], "bak://pvc-1/b-1");
+    driver.stop().await;
+}
+
+/// Whether this process may grow a mounted ext4 file system (`CAP_SYS_RESOURCE`, which a
+/// privileged node plugin has; some sandboxes drop it).
+fn may_resize_ext4_online() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .expect("CapEff");
+    const CAP_SYS_RESOURCE: u64 = 24;
+    effective & (1 << CAP_SYS_RESOURCE) != 0
+}
+
+/// Stages and publishes `fs_type` on a file of `size` bytes, grows the file to twice that,
+/// and asks NodeExpandVolume: the result, the file system's size before and after, and
+/// whether what was written before is still there.
+async fn grow_online(fs_type: &str, size: u64) -> (Result<i64, tonic::Status>, u64, u64) {
+    let volume = format!("pvc-grow-{fs_type}");
+    let (work, file, driver, mut client) = node_driver(&volume, size).await;
+    let staging = work.path().join("staging").join(&volume);
+    let target = work.path().join("pods/p1/volumes").join(&volume);
+    let mount = capability(
+        volume_capability::access_mode::Mode::SingleNodeWriter,
+        volume_capability::AccessType::Mount(volume_capability::MountVolume {
+            fs_type: fs_type.into(),
+            ..Default::default()
+        }),
+    );
+    let mut stage = stage_request(&volume, &staging, false);
+    stage.volume_capability = Some(mount.clone());
+    client.node_stage_volume(stage).await.expect("staged");
+    let mut publish = publish_request(&volume, &staging, &target, false, false);
+    publish.volume_capability = Some(mount.clone());
+    client
+        .node_publish_volume(publish)
+        .await
+        .expect("published");
+    std::fs::write(target.join("kept"), b"bytes from before").expect("write");
+    let total = |path: &std::path::Path| {
+        let stats = rustix::fs::statvfs(path).expect("statvfs");
+        stats.f_blocks * stats.f_frsize
+    };
+    let before = total(&target);
+    let wanted = 2 * size as i64;
+    let expand = proto::NodeExpandVolumeRequest {
+        volume_id: volume.clone(),
+        volume_path: target.display().to_string(),
+        capacity_range: Some(proto::CapacityRange {
+            required_bytes: wanted,
+            limit_bytes: 0,
+        }),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(mount),
+        ..Default::default()
+    };
+    // The agent has not grown the data yet: nothing to do here, kubelet asks again.
+    let early = client
+        .node_expand_volume(expand.clone())
+        .await
+        .expect_err("the file is not grown yet");
+    assert_eq!(early.code(), Code::Unavailable);
+    assert!(
+        early
+            .message()
+            .contains(&format!("not yet the {wanted} bytes")),
+        "{}",
+        early.message()
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_len(2 * size))
+        .expect("the agent grows the file");
+    let grown = client
+        .node_expand_volume(expand.clone())
+        .await
+        .map(|r| r.into_inner().capacity_bytes);
+    let after = total(&target);
+    assert_eq!(
+        std::fs::read(target.join("kept")).expect("read"),
+        b"bytes from before"
+    );
+    client
+        .node_unpublish_volume(unpublish_request(&volume, &target))
+        .await
+        .expect("unpublished");
+    client
+        .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+            volume_id: volume.clone(),
+            staging_target_path: staging.display().to_string(),
+        })
+        .await
+        .expect("unstaged");
+    let unstaged = client
+        .node_expand_volume(expand)
+        .await
+        .expect_err("not staged any more");
+    assert!(
+        unstaged.message().contains("does not exist"),
+        "{}",
+        unstaged.message()
+    );
+    driver.stop().await;
+    (grown, before, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mounted_file_system_grows_once_its_file_has_grown() {
+    if !crate::agent::volumes::tests::fuse_available() {
+        return;
+    }
+    // XFS grows online with CAP_SYS_ADMIN alone (and is at least 300 MiB).
+    let (grown, before, after) = grow_online("xfs", 320 << 20).await;
+    assert_eq!(grown.expect("xfs grown"), 640 << 20);
+    assert!(
+        after > before + (256 << 20),
+        "xfs grew: {before} → {after} bytes"
+    );
+
+    let (grown, before, after) = grow_online("ext4", 32 << 20).await;
+    if may_resize_ext4_online() {
+        assert_eq!(grown.expect("ext4 grown"), 64 << 20);
+        assert!(
+            after > before + (24 << 20),
+            "ext4 grew: {before} → {after} bytes"
+        );
+    } else {
+        let refused = grown.expect_err("no CAP_SYS_RESOURCE");
+        assert!(
+            refused.message().contains("CAP_SYS_RESOURCE"),
+            "the message says what the node plugin lacks: {}",
+            refused.message()
+        );
+        assert_eq!(after, before, "nothing changed");
+    }
+}
+
+#[tokio::test]
+async fn expand_grows_the_volume_spec_and_list_volumes_pages_through_volumes() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let script = tokio::spawn(async move {
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "1Mi", Some("Ready"), Some("node-a")),
+        )
+        .await;
+        let patch = server
+            .expect(Method::PATCH, &format!("{VOLUMES}/pvc-1"))
+            .await;
+        let body = patch.json();
+        patch.respond(json_response(
+            StatusCode::OK,
+            volume_json("pvc-1", "4194304", Some("Ready"), Some("node-a")),
+        ));
+        // Asked again (a retry): already that large, nothing patched.
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "4194304", Some("Ready"), Some("node-a")),
+        )
+        .await;
+        missing(&mut server, &format!("{VOLUMES}/pvc-gone")).await;
+        let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [
+            volume_json("pvc-b", "2Mi", Some("Ready"), Some("node-b")),
+            volume_json("pvc-a", "1Mi", Some("Ready"), Some("node-a")),
+        ]});
+        for _ in 0..2 {
+            answer(&mut server, VOLUMES, list.clone()).await;
+        }
+        body
+    });
+    let mut controller = driver.controller();
+    let expand = |id: &str, required: i64| proto::ControllerExpandVolumeRequest {
+        volume_id: id.into(),
+        capacity_range: Some(proto::CapacityRange {
+            required_bytes: required,
+            limit_bytes: 0,
+        }),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        let grown = controller
+            .controller_expand_volume(expand("pvc-1", 4 << 20))
+            .await
+            .expect("grown")
+            .into_inner();
+        assert_eq!(grown.capacity_bytes, 4 << 20);
+        assert!(grown.node_expansion_required);
+    }
+    let gone = controller
+        .controller_expand_volume(expand("pvc-gone", 4 << 20))
+        .await
+        .expect_err("no volume");
+    assert_eq!(gone.code(), Code::NotFound);
+    let first = controller
+        .list_volumes(proto::ListVolumesRequest {
+            max_entries: 1,
+            starting_token: String::new(),
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(first.next_token, "1");
+    let second = controller
+        .list_volumes(proto::ListVolumesRequest {
+            max_entries: 1,
+            starting_token: first.next_token.clone(),
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    let listed: Vec<(String, i64, String)> = first
+        .entries
+        .into_iter()
+        .chain(second.entries)
+        .map(|e| e.volume.expect("volume"))
+        .map(|v| {
+            (
+                v.volume_id,
+                v.capacity_bytes,
+                v.accessible_topology[0].segments[super::TOPOLOGY_NODE_KEY].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("pvc-a".to_owned(), 1 << 20, "node-a".to_owned()),
+            ("pvc-b".to_owned(), 2 << 20, "node-b".to_owned())
+        ]
+    );
+    assert!(second.next_token.is_empty());
+    let patch = finish(script).await;
+    assert_eq!(patch, json!({"spec": {"size": "4194304"}}));
+    let missing_range = controller
+        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+            volume_id: "pvc-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no size");
+    assert_eq!(missing_range.code(), Code::InvalidArgument);
+    assert!(missing_range.message().contains("capacity_range"));
     driver.stop().await;
 }
