@@ -46,7 +46,12 @@ pub const CONTROLLER_RULES: &[Rule] = &[
         &["volumes"],
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
-    rule("bulwark.io", &["recurringjobs"], READ),
+    // The CSI controller service creates the jobs of a StorageClass's legacy `recurringJobs`.
+    rule(
+        "bulwark.io",
+        &["recurringjobs"],
+        &["get", "list", "watch", "create"],
+    ),
     // Snapshots: recurring jobs create them and delete them by retention, cleanup and skips;
     // VolumeSnapshotContents create them (dynamic `snap`) and delete them (`deletionPolicy:
     // Delete`).
@@ -118,6 +123,10 @@ pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
         &["volumesnapshotclasses"],
         &["get"],
     ),
+    // PVCs that ask for it (`recurring-job.bulwark.io/source`) give their volume their job
+    // labels; their PV says which volume that is.
+    rule("", &["persistentvolumeclaims"], READ),
+    rule("", &["persistentvolumes"], &["get"]),
     // Events about cluster-scoped objects (VolumeSnapshotContents) go to namespace `default`,
     // as the CSI snapshotter sidecar's do.
     EVENTS,

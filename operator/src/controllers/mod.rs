@@ -7,6 +7,7 @@ pub mod backups;
 pub mod default_target;
 pub mod dr;
 pub mod object_metrics;
+pub mod pvc_labels;
 pub mod snapshot_content;
 #[cfg(test)]
 pub mod testing;
@@ -58,6 +59,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         dr::run(ctx.clone(), stop.clone()),
         backing_image::run(ctx.clone(), stop.clone()),
         run_snapshot_content(ctx.clone(), stop.clone()),
+        pvc_labels::run(ctx.clone(), stop.clone()),
         crate::scheduler::run(ctx.clone(), stop.clone()),
     );
     let _ = bootstrap.await;

@@ -32,6 +32,13 @@ const SECTOR: i64 = 4096;
 /// Label marking the Volumes this driver created.
 pub const CREATED_BY_LABEL: &str = "bulwark.io/created-by";
 
+/// What CreateVolume makes before the Volume.
+#[derive(Default)]
+struct Prerequisites {
+    recurring_jobs: Vec<crd_types::RecurringJob>,
+    backing_image: Option<crd_types::BackingImage>,
+}
+
 /// The Controller service of `bulwark run`.
 #[derive(Clone)]
 pub struct ControllerService {
@@ -341,6 +348,138 @@ impl ControllerService {
         }
     }
 
+    /// The objects a new volume of these parameters needs first: the RecurringJobs of the
+    /// legacy `recurringJobs` that do not exist yet, and the backing image when it does not
+    /// exist and the StorageClass says how to make it. Everything is checked before anything
+    /// is created, so a refused request leaves nothing behind.
+    async fn prerequisites(&self, parameters: &VolumeParameters) -> Result<Prerequisites, Status> {
+        let mut needed = Prerequisites::default();
+        let jobs: Api<crd_types::RecurringJob> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        for job in &parameters.recurring_jobs {
+            let mut wanted = parameters::recurring_job_object(job).map_err(invalid)?;
+            let name = job.name.as_str();
+            match jobs
+                .get_opt(name)
+                .await
+                .map_err(|e| api_error(&format!("reading RecurringJob {name}"), e))?
+            {
+                Some(existing) => {
+                    if (
+                        existing.spec.task,
+                        &existing.spec.cron,
+                        existing.spec.retain,
+                    ) != (wanted.spec.task, &wanted.spec.cron, wanted.spec.retain)
+                    {
+                        // Someone changed it since: theirs stands; the volume is bound to it.
+                        tracing::info!(
+                            job = name,
+                            "CSI: RecurringJob of StorageClass parameter recurringJobs exists with another task, cron or retain; kept as it is"
+                        );
+                    }
+                }
+                None => {
+                    wanted
+                        .metadata
+                        .labels
+                        .get_or_insert_default()
+                        .insert(CREATED_BY_LABEL.into(), "csi".into());
+                    needed.recurring_jobs.push(wanted);
+                }
+            }
+        }
+        if let Some(image) = &parameters.backing_image {
+            needed.backing_image = self.backing_image_to_create(image).await?;
+        }
+        Ok(needed)
+    }
+
+    async fn backing_image_to_create(
+        &self,
+        image: &parameters::BackingImageRequest,
+    ) -> Result<Option<crd_types::BackingImage>, Status> {
+        let images: Api<crd_types::BackingImage> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let name = image.name.as_str();
+        if let Some(existing) = images
+            .get_opt(name)
+            .await
+            .map_err(|e| api_error(&format!("reading BackingImage {name}"), e))?
+        {
+            let known = existing
+                .status
+                .as_ref()
+                .and_then(|s| s.checksum.clone())
+                .or(existing.spec.checksum.clone());
+            return match (&image.checksum, known) {
+                (Some(wanted), Some(known)) if *wanted != known => Err(invalid(format!(
+                    "StorageClass parameter `backingImageChecksum` is {wanted}, but BackingImage {name} has checksum {known}: fix the checksum or the image name"
+                ))),
+                _ => Ok(None),
+            };
+        }
+        let Some(source_type) = &image.data_source_type else {
+            return Err(invalid(format!(
+                "StorageClass parameter `backingImage`: BackingImage {name} does not exist in namespace {}: create it, or give `backingImageDataSourceType` (and `backingImageDataSourceParameters`) so the driver creates it",
+                self.namespace
+            )));
+        };
+        let mut wanted: crd_types::BackingImage = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bulwark.io/v1beta1", "kind": "BackingImage",
+            "metadata": {"name": name, "labels": {CREATED_BY_LABEL: "csi"}},
+            "spec": {
+                "sourceType": source_type,
+                "sourceParameters": image.data_source_parameters,
+            },
+        }))
+        .map_err(|_| {
+            invalid(format!(
+                "StorageClass parameter `backingImageDataSourceType` is `{source_type}`; use download or export-from-volume"
+            ))
+        })?;
+        wanted.spec.checksum = image.checksum.clone();
+        Ok(Some(wanted))
+    }
+
+    async fn create_prerequisites(&self, needed: Prerequisites) -> Result<(), Status> {
+        let params = PostParams::default();
+        let jobs: Api<crd_types::RecurringJob> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        for job in &needed.recurring_jobs {
+            let name = job.metadata.name.as_deref().unwrap_or_default();
+            match jobs.create(&params, job).await {
+                Ok(_) => tracing::info!(job = name, "CSI: RecurringJob created for recurringJobs"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => {
+                    return Err(api_error(
+                        &format!(
+                            "creating RecurringJob {name} of StorageClass parameter recurringJobs"
+                        ),
+                        error,
+                    ));
+                }
+            }
+        }
+        if let Some(image) = &needed.backing_image {
+            let name = image.metadata.name.as_deref().unwrap_or_default();
+            let images: Api<crd_types::BackingImage> =
+                Api::namespaced(self.client.clone(), &self.namespace);
+            match images.create(&params, image).await {
+                Ok(_) => tracing::info!(image = name, "CSI: BackingImage created for backingImage"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(error) => {
+                    return Err(api_error(
+                        &format!(
+                            "creating BackingImage {name} of StorageClass parameter backingImage"
+                        ),
+                        error,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Waits up to `ready_wait` for `name` to be Ready.
     async fn wait_ready(&self, name: &str) -> Result<Volume, Status> {
         let deadline = tokio::time::Instant::now() + self.ready_wait;
@@ -462,6 +601,8 @@ impl proto::controller_server::Controller for ControllerService {
                         wanted.spec.size = needed.to_string();
                     }
                 }
+                let prerequisites = self.prerequisites(&parameters).await?;
+                self.create_prerequisites(prerequisites).await?;
                 match volumes.create(&PostParams::default(), &wanted).await {
                     Ok(_) => tracing::info!(volume = name, size, "CSI: Volume created"),
                     Err(kube::Error::Api(status)) if status.code == 409 => {}

@@ -124,10 +124,38 @@ pub enum ParameterError {
         parameter: &'static str,
         value: String,
     },
+    #[error("StorageClass parameter `recurringJobs` entry {index} ({name}): {why}")]
+    JobTask {
+        index: usize,
+        name: String,
+        why: String,
+    },
     #[error(
         "StorageClass parameters `fromBackup` and `backingImage` are exclusive: a volume starts from a backup or from a backing image"
     )]
     BackupAndImage,
+}
+
+/// The RecurringJob a `recurringJobs` entry becomes (named after the job, as Longhorn does);
+/// `Err` says why it cannot be one.
+pub fn recurring_job_object(job: &LegacyRecurringJob) -> Result<crd_types::RecurringJob, String> {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "bulwark.io/v1beta1", "kind": "RecurringJob",
+        "metadata": {"name": job.name},
+        "spec": {
+            "name": job.name,
+            "task": job.task.as_str(),
+            "cron": job.cron.as_str(),
+            "retain": job.retain,
+            "labels": job.labels,
+        },
+    }))
+    .map_err(|_| {
+        format!(
+            "task `{}` is not one a RecurringJob runs; use snapshot, snapshot-force-create, snapshot-cleanup, snapshot-delete, backup or backup-force-create",
+            job.task.as_str()
+        )
+    })
 }
 
 /// Parses the parameters of a CreateVolume request (the StorageClass's, plus the sidecars'
@@ -177,6 +205,13 @@ where
     let mut result = VolumeParameters::default();
     if let Some(jobs) = text(RECURRING_JOBS)? {
         result.recurring_jobs = parse_recurring_jobs(jobs)?;
+        for (index, job) in result.recurring_jobs.iter().enumerate() {
+            recurring_job_object(job).map_err(|why| ParameterError::JobTask {
+                index,
+                name: job.name.clone(),
+                why,
+            })?;
+        }
         result
             .labels
             .extend(result.recurring_jobs.iter().map(|job| job.volume_label()));
@@ -262,6 +297,46 @@ mod tests {
 
     fn refused(pairs: &[(&str, &str)]) -> String {
         parsed(pairs).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn legacy_jobs_become_recurring_jobs_named_after_them_or_are_refused_by_entry() {
+        let p = parsed(&[(
+            RECURRING_JOBS,
+            r#"[{"name":"snap","task":"snapshot","cron":"*/5 * * * *","retain":3,"labels":{"tier":"gold"}},
+                {"name":"bak","task":"backup","cron":"@daily","retain":7}]"#,
+        )])
+        .expect("valid");
+        let jobs: Vec<crd_types::RecurringJob> = p
+            .recurring_jobs
+            .iter()
+            .map(|job| recurring_job_object(job).expect("a RecurringJob"))
+            .collect();
+        assert_eq!(jobs[0].metadata.name.as_deref(), Some("snap"));
+        assert_eq!(jobs[0].spec.name.as_deref(), Some("snap"));
+        assert_eq!(
+            jobs[0].spec.task,
+            crd_types::recurring_job::RecurringTask::Snapshot
+        );
+        assert_eq!(jobs[0].spec.cron, "*/5 * * * *");
+        assert_eq!(jobs[0].spec.retain, 3);
+        assert_eq!(
+            jobs[0].spec.labels,
+            BTreeMap::from([("tier".into(), "gold".into())])
+        );
+        assert_eq!(
+            jobs[1].spec.task,
+            crd_types::recurring_job::RecurringTask::Backup
+        );
+        assert_eq!(jobs[1].spec.cron, "@daily");
+        assert_eq!(
+            refused(&[(
+                RECURRING_JOBS,
+                r#"[{"name":"ok","task":"snapshot","cron":"@daily","retain":1},
+                    {"name":"trim","task":"filesystem-trim","cron":"@daily","retain":1}]"#,
+            )]),
+            "StorageClass parameter `recurringJobs` entry 1 (trim): task `filesystem-trim` is not one a RecurringJob runs; use snapshot, snapshot-force-create, snapshot-cleanup, snapshot-delete, backup or backup-force-create"
+        );
     }
 
     #[test]

@@ -1757,3 +1757,111 @@ async fn expand_grows_the_volume_spec_and_list_volumes_pages_through_volumes() {
     assert!(missing_range.message().contains("capacity_range"));
     driver.stop().await;
 }
+
+const JOBS: &str = "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/recurringjobs";
+
+#[tokio::test]
+async fn legacy_recurring_jobs_and_a_described_backing_image_are_made_before_the_volume() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::from_secs(5))),
+    )
+    .await;
+    let existing_job = json!({
+        "apiVersion": "bulwark.io/v1beta1", "kind": "RecurringJob",
+        "metadata": {"name": "bak", "namespace": "bulwark-system"},
+        "spec": {"task": "backup", "cron": "0 3 * * *", "retain": 2},
+    });
+    let script = tokio::spawn(async move {
+        // A refused request: its backing image is missing and not described.
+        missing(&mut server, &format!("{VOLUMES}/pvc-bad")).await;
+        missing(&mut server, &format!("{JOBS}/snap")).await;
+        answer(&mut server, &format!("{JOBS}/bak"), existing_job.clone()).await;
+        missing(&mut server, &format!("{IMAGES}/base")).await;
+        // The good one: same jobs, image described by the StorageClass.
+        missing(&mut server, &format!("{VOLUMES}/pvc-1")).await;
+        missing(&mut server, &format!("{JOBS}/snap")).await;
+        answer(&mut server, &format!("{JOBS}/bak"), existing_job).await;
+        missing(&mut server, &format!("{IMAGES}/base")).await;
+        let mut created = Vec::new();
+        for path in [JOBS, IMAGES, VOLUMES] {
+            let create = server.expect(Method::POST, path).await;
+            let body = create.json();
+            create.respond(json_response(StatusCode::CREATED, body.clone()));
+            created.push(body);
+        }
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+        )
+        .await;
+        created
+    });
+    let mut controller = driver.controller();
+    let request = |name: &str, with_source: bool| {
+        let mut request = create_request(name, 1 << 20);
+        request.parameters.extend(
+            [
+                (
+                    "recurringJobs",
+                    r#"[{"name":"snap","task":"snapshot","cron":"*/5 * * * *","retain":3},
+                        {"name":"bak","task":"backup","cron":"@daily","retain":7}]"#,
+                ),
+                ("backingImage", "base"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        if with_source {
+            request.parameters.extend(
+                [
+                    ("backingImageDataSourceType", "download"),
+                    (
+                        "backingImageDataSourceParameters",
+                        r#"{"url":"http://127.0.0.1:9/base.qcow2"}"#,
+                    ),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            );
+        }
+        request
+    };
+    let refused = controller
+        .create_volume(request("pvc-bad", false))
+        .await
+        .expect_err("no image");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains("BackingImage base does not exist in namespace bulwark-system: create it, or give `backingImageDataSourceType`"),
+        "{}",
+        refused.message()
+    );
+    controller
+        .create_volume(request("pvc-1", true))
+        .await
+        .expect("created");
+    let created = finish(script).await;
+    assert_eq!(
+        created[0]["metadata"],
+        json!({"name": "snap", "labels": {"bulwark.io/created-by": "csi"}})
+    );
+    assert_eq!(created[0]["spec"]["task"], "snapshot");
+    assert_eq!(created[0]["spec"]["cron"], "*/5 * * * *");
+    assert_eq!(created[0]["spec"]["retain"], 3);
+    assert_eq!(created[1]["metadata"]["name"], "base");
+    assert_eq!(
+        created[1]["spec"],
+        json!({"sourceType": "download", "sourceParameters": {"url": "http://127.0.0.1:9/base.qcow2"}})
+    );
+    assert_eq!(created[2]["spec"]["backingImage"], "base");
+    assert_eq!(
+        created[2]["metadata"]["labels"],
+        json!({"recurring-job.bulwark.io/snap": "enabled",
+               "recurring-job.bulwark.io/bak": "enabled",
+               "bulwark.io/created-by": "csi"})
+    );
+    driver.stop().await;
+}
