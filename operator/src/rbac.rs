@@ -12,6 +12,8 @@ use kube::api::ObjectMeta;
 pub const NAMESPACE: &str = "bulwark-system";
 pub const CONTROLLER: &str = "bulwark-controller";
 pub const AGENT: &str = "bulwark-agent";
+/// The ClusterRole (and binding to the controller's account) of the CSI sidecars.
+pub const CSI_SIDECARS: &str = "bulwark-csi-sidecars";
 
 /// One rule: API group, resources, verbs (and resource names when narrowed to them).
 pub struct Rule {
@@ -144,6 +146,54 @@ pub const CONTROLLER_CLUSTER_RULES: &[Rule] = &[
             "recurringjobs.bulwark.io",
         ],
     },
+];
+
+/// The CSI sidecars in the controller's pod (same account): what the upstream RBAC of
+/// external-provisioner, external-snapshotter's csi-snapshotter and external-resizer grants
+/// them, cluster-wide. (Their leader-election Leases fall under the controller's Role.)
+pub const CSI_SIDECAR_RULES: &[Rule] = &[
+    // csi-provisioner: PVs for PVCs; csi-resizer: PV growth.
+    rule(
+        "",
+        &["persistentvolumes"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    rule(
+        "",
+        &["persistentvolumeclaims"],
+        &["get", "list", "watch", "update", "patch"],
+    ),
+    rule("", &["persistentvolumeclaims/status"], &["patch", "update"]),
+    rule("storage.k8s.io", &["storageclasses", "csinodes"], READ),
+    rule("", &["nodes"], READ),
+    // csi-resizer: whether a volume is in use by a pod.
+    rule("", &["pods"], &["list", "watch"]),
+    rule(
+        "",
+        &["events"],
+        &["get", "list", "watch", "create", "update", "patch"],
+    ),
+    // csi-provisioner reads a PVC's VolumeSnapshot source; csi-snapshotter serves contents.
+    rule(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshots", "volumesnapshotclasses"],
+        READ,
+    ),
+    rule(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshotcontents"],
+        &["get", "list", "watch", "update", "patch"],
+    ),
+    rule(
+        "snapshot.storage.k8s.io",
+        &["volumesnapshotcontents/status"],
+        &["update", "patch"],
+    ),
+    rule(
+        "storage.k8s.io",
+        &["volumeattachments", "volumeattributesclasses"],
+        READ,
+    ),
 ];
 
 /// `bulwark run --install-crds` only (the shipped Deployment does not use it: `kubectl apply -k
@@ -313,6 +363,22 @@ pub fn to_yaml() -> anyhow::Result<String> {
         &ClusterRoleBinding {
             metadata: meta(CONTROLLER, None),
             role_ref: role_ref("ClusterRole", CONTROLLER),
+            subjects: subject(CONTROLLER),
+        },
+    )?;
+    push(
+        &mut out,
+        &ClusterRole {
+            metadata: meta(CSI_SIDECARS, None),
+            rules: Some(policy(CSI_SIDECAR_RULES)),
+            aggregation_rule: None,
+        },
+    )?;
+    push(
+        &mut out,
+        &ClusterRoleBinding {
+            metadata: meta(CSI_SIDECARS, None),
+            role_ref: role_ref("ClusterRole", CSI_SIDECARS),
             subjects: subject(CONTROLLER),
         },
     )?;

@@ -66,6 +66,7 @@ fn every_manifest_parses_and_lives_in_the_operator_namespace() {
         "CustomResourceDefinition",
         "ClusterRole",
         "ClusterRoleBinding",
+        "CSIDriver",
     ];
     for doc in &docs {
         let kind = doc["kind"].as_str().expect("every document has a kind");
@@ -160,7 +161,32 @@ fn only_the_agent_is_privileged_and_for_its_fuse_mount() {
         .iter()
         .filter_map(|v| v["hostPath"]["path"].as_str())
         .collect();
-    assert_eq!(host_paths, ["/var/lib/bulwark", "/dev"]);
+    assert_eq!(
+        host_paths,
+        [
+            "/var/lib/bulwark",
+            "/dev",
+            "/var/lib/kubelet/plugins/driver.bulwark.io",
+            "/var/lib/kubelet/plugins_registry",
+            "/var/lib/kubelet",
+        ]
+    );
+    // Pods' volumes are mounted under kubelet's directory, which must see them.
+    let kubelet = mounts
+        .iter()
+        .find(|m| m["name"] == "kubelet-dir")
+        .expect("kubelet's directory");
+    assert_eq!(kubelet["mountPath"], "/var/lib/kubelet");
+    assert_eq!(kubelet["mountPropagation"], "Bidirectional");
+    // The sidecars are not privileged.
+    for sidecar in agent["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .skip(1)
+    {
+        assert!(sidecar["securityContext"].get("privileged").is_none());
+    }
 }
 
 #[test]
@@ -171,5 +197,168 @@ fn the_metrics_service_selects_the_controller() {
     let labels = &deployment["spec"]["template"]["metadata"]["labels"];
     for (key, value) in service["spec"]["selector"].as_object().expect("a selector") {
         assert_eq!(&labels[key], value, "selector {key}");
+    }
+}
+
+fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn arg<'a>(container: &'a Value, flag: &str) -> Option<&'a str> {
+    container["args"]
+        .as_array()?
+        .iter()
+        .find_map(|a| a.as_str()?.strip_prefix(&format!("{flag}=")))
+}
+
+#[test]
+fn csi_sidecars_talk_to_the_sockets_bulwark_serves() {
+    let docs = installed();
+    let driver = find(&docs, "CSIDriver", "driver.bulwark.io");
+    assert_eq!(driver["spec"]["attachRequired"], false);
+    assert!(
+        bulwark(&["run", "--help"]).contains("driver.bulwark.io"),
+        "the default driver name is the CSIDriver's"
+    );
+
+    let controller = &find(&docs, "Deployment", "bulwark-controller")["spec"]["template"]["spec"];
+    let run = container(controller, "controller");
+    assert_eq!(
+        env(run, "BULWARK_CSI_ENDPOINT"),
+        Some("unix:///csi/csi.sock")
+    );
+    for sidecar in ["csi-provisioner", "csi-snapshotter", "csi-resizer"] {
+        let c = container(controller, sidecar);
+        assert_eq!(arg(c, "--csi-address"), Some("/csi/csi.sock"), "{sidecar}");
+        assert_eq!(c["volumeMounts"][0]["mountPath"], "/csi", "{sidecar}");
+        assert_eq!(
+            c["securityContext"]["readOnlyRootFilesystem"], true,
+            "{sidecar}"
+        );
+    }
+    assert_eq!(run["volumeMounts"][0]["name"], "socket-dir");
+    let provisioner = container(controller, "csi-provisioner");
+    let args: Vec<&str> = provisioner["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    // The PVC's name and namespace reach CreateVolume; the scheduled node places the volume.
+    assert!(args.contains(&"--extra-create-metadata"));
+    assert!(args.contains(&"--feature-gates=Topology=true"));
+
+    let agent = &find(&docs, "DaemonSet", "bulwark-agent")["spec"]["template"]["spec"];
+    let plugin = container(agent, "agent");
+    assert_eq!(
+        env(plugin, "BULWARK_CSI_ENDPOINT"),
+        Some("unix:///csi/csi.sock")
+    );
+    let registrar = container(agent, "node-driver-registrar");
+    assert_eq!(arg(registrar, "--csi-address"), Some("/csi/csi.sock"));
+    let plugin_dir = agent["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "plugin-dir")
+        .expect("plugin-dir")["hostPath"]["path"]
+        .as_str()
+        .expect("a host path");
+    assert_eq!(
+        arg(registrar, "--kubelet-registration-path"),
+        Some(format!("{plugin_dir}/csi.sock").as_str()),
+        "kubelet finds the socket where the agent's /csi is on the host"
+    );
+    container(agent, "liveness-probe");
+}
+
+/// Every document of `deploy/examples/<file>`.
+fn example(file: &str) -> Vec<Value> {
+    documents(&format!("examples/{file}"))
+}
+
+#[test]
+fn example_classes_are_read_as_the_driver_reads_them() {
+    use crd_types::Validate;
+    let classes = example("storageclass.yaml");
+    assert!(classes.len() >= 3);
+    for class in &classes {
+        let name = class["metadata"]["name"].as_str().expect("name");
+        let parameters = class["parameters"].as_object().expect("parameters");
+        let parsed = operator::csi::parameters::parse(
+            parameters
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str().expect("string parameters"))),
+        )
+        .unwrap_or_else(|e| panic!("StorageClass {name}: {e}"));
+        let volume = operator::csi::controller::build_volume("pvc-1", 1 << 30, None, &parsed);
+        volume
+            .validate()
+            .unwrap_or_else(|e| panic!("a volume of StorageClass {name} is invalid: {e}"));
+        for job in &parsed.recurring_jobs {
+            operator::csi::parameters::recurring_job_object(job)
+                .unwrap_or_else(|e| panic!("StorageClass {name}: {e}"))
+                .validate()
+                .unwrap_or_else(|e| panic!("StorageClass {name}, job {}: {e}", job.name));
+        }
+    }
+    assert!(
+        classes.iter().any(
+            |c| c["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+                == "true"
+        ),
+        "one class is the default"
+    );
+
+    let snapshot_classes = example("volumesnapshotclasses.yaml");
+    let mut kinds = std::collections::BTreeSet::new();
+    for class in &snapshot_classes {
+        let name = class["metadata"]["name"].as_str().expect("name");
+        let parameters: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(class["parameters"].clone()).expect("string parameters");
+        let request = handle_codec::parse_snapshot_class_parameters(&parameters)
+            .unwrap_or_else(|e| panic!("VolumeSnapshotClass {name}: {e}"));
+        kinds.insert(request.kind.handle_kind().scheme());
+    }
+    assert_eq!(kinds, ["bak", "bi", "snap"].into(), "one class per type");
+
+    // The restore example names a snapshot and classes that exist.
+    let flow = example("pvc-snapshot-restore.yaml");
+    let snapshot = flow
+        .iter()
+        .find(|d| d["kind"] == "VolumeSnapshot")
+        .expect("a VolumeSnapshot");
+    assert!(
+        snapshot_classes
+            .iter()
+            .any(|c| c["metadata"]["name"] == snapshot["spec"]["volumeSnapshotClassName"])
+    );
+    let restored = flow
+        .iter()
+        .find(|d| d["spec"]["dataSource"].is_object())
+        .expect("a restored PVC");
+    assert_eq!(
+        restored["spec"]["dataSource"]["name"],
+        snapshot["metadata"]["name"]
+    );
+    for pvc in flow.iter().filter(|d| d["kind"] == "PersistentVolumeClaim") {
+        assert!(
+            classes
+                .iter()
+                .any(|c| c["metadata"]["name"] == pvc["spec"]["storageClassName"])
+        );
     }
 }

@@ -247,6 +247,17 @@ pub fn build_volume(
     .expect("the Volume built here matches its schema")
 }
 
+/// The node a request's topology asks for: the first preferred (else requisite) segment of
+/// our node key. None lets the operator place the volume.
+fn wanted_node(requirement: Option<&proto::TopologyRequirement>) -> Option<String> {
+    let requirement = requirement?;
+    requirement
+        .preferred
+        .iter()
+        .chain(&requirement.requisite)
+        .find_map(|topology| topology.segments.get(TOPOLOGY_NODE_KEY).cloned())
+}
+
 /// Whether an existing Volume is what the request asks for again (same size and source).
 /// (The size matches when it fits the request's capacity range: a volume grown since, or made
 /// as large as its snapshot, is still the one asked for.)
@@ -552,6 +563,11 @@ impl proto::controller_server::Controller for ControllerService {
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         )
         .map_err(|e| invalid(e.to_string()))?;
+        let mut parameters = parameters;
+        if parameters.node_id.is_none() {
+            // The node a WaitForFirstConsumer pod was scheduled to comes first in `preferred`.
+            parameters.node_id = wanted_node(request.accessibility_requirements.as_ref());
+        }
         if source.is_some() && parameters.from_backup.is_some() {
             return Err(invalid(
                 "volume_content_source and the StorageClass parameter `fromBackup` are exclusive: restore from one or the other",

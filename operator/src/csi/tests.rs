@@ -347,6 +347,14 @@ async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
         ("backupBlockSize".to_owned(), "16Mi".to_owned()),
         ("csi.storage.k8s.io/pvc/name".to_owned(), "data".to_owned()),
     ]);
+    // The scheduled node (WaitForFirstConsumer) is where the volume goes.
+    let node = |name: &str| proto::Topology {
+        segments: [(super::TOPOLOGY_NODE_KEY.to_owned(), name.to_owned())].into(),
+    };
+    request.accessibility_requirements = Some(proto::TopologyRequirement {
+        requisite: vec![node("node-b"), node("node-a")],
+        preferred: vec![node("node-a"), node("node-b")],
+    });
     request.volume_content_source = Some(proto::VolumeContentSource {
         r#type: Some(volume_content_source::Type::Snapshot(
             volume_content_source::SnapshotSource {
@@ -371,7 +379,7 @@ async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
         created["spec"],
         json!({
             "size": "1052672", "dataSource": "bak://vol-a/backup-0123456789abcdef",
-            "backupBlockSize": "16Mi", "backupTargetName": "default", "standby": false
+            "nodeID": "node-a", "backupBlockSize": "16Mi", "backupTargetName": "default", "standby": false
         })
     );
     assert_eq!(volume.volume_id, "pvc-1");
