@@ -189,6 +189,10 @@ pub async fn agent(config: AgentConfig) -> anyhow::Result<()> {
             node_id: config.node_name.clone(),
             volume_dir: config.mount_dir.clone(),
             file_wait: CSI_FILE_WAIT,
+            volumes: Some(kube::Api::namespaced(
+                client.clone(),
+                &config.common.namespace,
+            )),
         };
         tokio::spawn(crate::csi::run_node_plugin(
             socket,

@@ -247,15 +247,20 @@ pub fn build_volume(
     .expect("the Volume built here matches its schema")
 }
 
-/// The node a request's topology asks for: the first preferred (else requisite) segment of
-/// our node key. None lets the operator place the volume.
-fn wanted_node(requirement: Option<&proto::TopologyRequirement>) -> Option<String> {
-    let requirement = requirement?;
-    requirement
-        .preferred
-        .iter()
-        .chain(&requirement.requisite)
-        .find_map(|topology| topology.segments.get(TOPOLOGY_NODE_KEY).cloned())
+/// The nodes a request's topology names, most preferred first (the node a WaitForFirstConsumer
+/// pod was scheduled to leads `preferred`).
+fn topology_nodes(requirement: Option<&proto::TopologyRequirement>) -> Vec<String> {
+    let mut nodes: Vec<String> = Vec::new();
+    if let Some(requirement) = requirement {
+        for topology in requirement.preferred.iter().chain(&requirement.requisite) {
+            if let Some(node) = topology.segments.get(TOPOLOGY_NODE_KEY)
+                && !nodes.contains(node)
+            {
+                nodes.push(node.clone());
+            }
+        }
+    }
+    nodes
 }
 
 /// Whether an existing Volume is what the request asks for again (same size and source).
@@ -563,11 +568,6 @@ impl proto::controller_server::Controller for ControllerService {
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         )
         .map_err(|e| invalid(e.to_string()))?;
-        let mut parameters = parameters;
-        if parameters.node_id.is_none() {
-            // The node a WaitForFirstConsumer pod was scheduled to comes first in `preferred`.
-            parameters.node_id = wanted_node(request.accessibility_requirements.as_ref());
-        }
         if source.is_some() && parameters.from_backup.is_some() {
             return Err(invalid(
                 "volume_content_source and the StorageClass parameter `fromBackup` are exclusive: restore from one or the other",
@@ -616,6 +616,14 @@ impl proto::controller_server::Controller for ControllerService {
                     if needed > size || (given == 0 && limit == 0) {
                         wanted.spec.size = needed.to_string();
                     }
+                }
+                // The most preferred node whose agent runs; none: the operator places it.
+                let candidates = topology_nodes(request.accessibility_requirements.as_ref());
+                if wanted.spec.node_id.is_none() && !candidates.is_empty() {
+                    let live = crate::presence::live_nodes(&self.client, &self.namespace)
+                        .await
+                        .map_err(|e| api_error("listing the nodes whose agent runs", e))?;
+                    wanted.spec.node_id = candidates.into_iter().find(|n| live.contains(n));
                 }
                 let prerequisites = self.prerequisites(&parameters).await?;
                 self.create_prerequisites(prerequisites).await?;

@@ -27,6 +27,10 @@ pub struct NodeService {
     pub volume_dir: PathBuf,
     /// How long NodeStage waits for the agent to serve a volume's file.
     pub file_wait: Duration,
+    /// The Volumes (operator namespace): NodeExpandVolume grows one whose `spec.size` is still
+    /// smaller than asked (a kubelet retry after a lost ControllerExpandVolume, or a CO that
+    /// expands on the node only). None: only what the controller grew is grown.
+    pub volumes: Option<kube::Api<crd_types::Volume>>,
 }
 
 /// A command that failed, with what it printed.
@@ -208,6 +212,37 @@ fn unstage(file: &Path, staging: &Path) -> Result<(), String> {
             run("losetup", &["-d", &device])?;
         }
     }
+    Ok(())
+}
+
+/// Grows the Volume's `spec.size` to `wanted` bytes when it is smaller (never shrinks it).
+pub(super) async fn grow_spec(
+    volumes: &kube::Api<crd_types::Volume>,
+    volume: &str,
+    wanted: u64,
+) -> Result<(), Status> {
+    let current = volumes
+        .get_opt(volume)
+        .await
+        .map_err(|e| Status::unavailable(format!("reading volume {volume}: {e}")))?
+        .ok_or_else(|| Status::not_found(format!("volume {volume} does not exist")))?;
+    if current.spec.size_bytes().is_some_and(|size| size >= wanted) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"spec": {"size": wanted.to_string()}});
+    volumes
+        .patch(
+            volume,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| Status::internal(format!("growing volume {volume} to {wanted} bytes: {e}")))?;
+    tracing::info!(
+        volume,
+        size = wanted,
+        "CSI: Volume grown by NodeExpandVolume"
+    );
     Ok(())
 }
 
@@ -442,8 +477,11 @@ impl proto::node_server::Node for NodeService {
                 .unwrap_or(false),
         };
         let file = self.volume_file(volume).await?;
-        // The agent grows the data after the controller grew `spec.size`; until then there is
-        // nothing to grow here, and kubelet asks again.
+        if let Some(volumes) = &self.volumes {
+            grow_spec(volumes, volume, wanted).await?;
+        }
+        // The agent grows the data after `spec.size` grew; until then there is nothing to grow
+        // here, and kubelet asks again.
         let deadline = tokio::time::Instant::now() + self.file_wait;
         loop {
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);

@@ -59,9 +59,14 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
+    // An object being deleted is gone as far as CSI is concerned (DeleteSnapshot answered).
     api.get_opt(name)
         .await
-        .map(|found| found.map(Arc::new))
+        .map(|found| {
+            found
+                .filter(|o| o.meta().deletion_timestamp.is_none())
+                .map(Arc::new)
+        })
         .map_err(|e| {
             api_error(
                 &format!("reading {} {name}", K::kind(&Default::default())),
@@ -83,6 +88,7 @@ where
     Ok(listed
         .items
         .into_iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
         .map(|o| (o.name_any(), Arc::new(o)))
         .collect())
 }

@@ -318,6 +318,22 @@ async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
         )
         .await;
         missing(&mut server, &format!("{VOLUMES}/vol-a")).await;
+        // node-b is preferred, but its agent's Lease is stale: node-a, the next, is taken.
+        let lease = |node: &str, renewed: &str| {
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": format!("bulwark-agent-{node}"), "namespace": "bulwark-system"},
+                   "spec": {"holderIdentity": node, "renewTime": renewed, "leaseDurationSeconds": 30}})
+        };
+        let now = jiff::Timestamp::now().to_string();
+        answer(
+            &mut server,
+            "/apis/coordination.k8s.io/v1/namespaces/bulwark-system/leases",
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [
+                lease("node-b", "2026-01-01T00:00:00.000000Z"),
+                lease("node-a", &now),
+            ]}),
+        )
+        .await;
         let create = server.expect(Method::POST, VOLUMES).await;
         let body = create.json();
         create.respond(json_response(StatusCode::CREATED, body.clone()));
@@ -347,13 +363,13 @@ async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
         ("backupBlockSize".to_owned(), "16Mi".to_owned()),
         ("csi.storage.k8s.io/pvc/name".to_owned(), "data".to_owned()),
     ]);
-    // The scheduled node (WaitForFirstConsumer) is where the volume goes.
+    // The first preferred node whose agent runs is where the volume goes.
     let node = |name: &str| proto::Topology {
         segments: [(super::TOPOLOGY_NODE_KEY.to_owned(), name.to_owned())].into(),
     };
     request.accessibility_requirements = Some(proto::TopologyRequirement {
-        requisite: vec![node("node-b"), node("node-a")],
-        preferred: vec![node("node-a"), node("node-b")],
+        requisite: vec![node("node-a"), node("node-c")],
+        preferred: vec![node("node-b"), node("node-a")],
     });
     request.volume_content_source = Some(proto::VolumeContentSource {
         r#type: Some(volume_content_source::Type::Snapshot(
@@ -672,6 +688,7 @@ async fn node_driver(
         node_id: "node-a".into(),
         volume_dir: volumes,
         file_wait: Duration::ZERO,
+        volumes: None,
     };
     let driver = Driver::start_services(Readiness::default(), None, Some(node)).await;
     let client = super::proto::node_client::NodeClient::new(driver.channel.clone());
@@ -1317,6 +1334,12 @@ async fn list_snapshots_gives_every_usable_kind_filtered_by_volume_and_paged() {
             ),
             snapshot("s-making", "pvc-2", json!({})),
             snapshot("s-failed", "pvc-1", json!({"error": "disk full"})),
+            // Deleted (DeleteSnapshot answered) while its agent still removes the data.
+            json!({"apiVersion": "bulwark.io/v1beta1", "kind": "Snapshot",
+                   "metadata": {"name": "s-deleting", "namespace": "bulwark-system",
+                                "deletionTimestamp": "2026-12-07T01:00:09Z",
+                                "finalizers": ["bulwark.io/snapshot-data"]},
+                   "spec": {"volume": "pvc-1"}, "status": {"readyToUse": true}}),
         ]),
         list(vec![
             backup_json("b-done", "pvc-1", completed(1 << 20)),
@@ -1359,7 +1382,7 @@ async fn list_snapshots_gives_every_usable_kind_filtered_by_volume_and_paged() {
         .await
         .expect("listed")
         .into_inner();
-    // Failed ones are not offered; a downloaded image is no snapshot of a volume.
+    // Failed and deleted ones are not offered; a downloaded image is no snapshot of a volume.
     assert_eq!(
         ids(all),
         (
@@ -1872,4 +1895,41 @@ async fn legacy_recurring_jobs_and_a_described_backing_image_are_made_before_the
                "bulwark.io/created-by": "csi"})
     );
     driver.stop().await;
+}
+
+#[tokio::test]
+async fn node_expansion_grows_a_volume_spec_still_smaller_than_asked_and_never_shrinks_it() {
+    let (client, mut server) = ApiServer::start();
+    let volumes: kube::Api<crd_types::Volume> = kube::Api::namespaced(client, "bulwark-system");
+    let script = tokio::spawn(async move {
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "64Mi", Some("Ready"), Some("node-a")),
+        )
+        .await;
+        let patch = server
+            .expect(Method::PATCH, &format!("{VOLUMES}/pvc-1"))
+            .await;
+        let body = patch.json();
+        patch.respond(json_response(
+            StatusCode::OK,
+            volume_json("pvc-1", "134217728", Some("Ready"), Some("node-a")),
+        ));
+        // Already as large: nothing patched.
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "134217728", Some("Ready"), Some("node-a")),
+        )
+        .await;
+        body
+    });
+    super::node::grow_spec(&volumes, "pvc-1", 128 << 20)
+        .await
+        .expect("grown");
+    super::node::grow_spec(&volumes, "pvc-1", 64 << 20)
+        .await
+        .expect("a smaller request changes nothing");
+    assert_eq!(finish(script).await, json!({"spec": {"size": "134217728"}}));
 }
