@@ -53,15 +53,30 @@ fn run(program: &str, args: &[&str]) -> Result<String, String> {
 
 /// Whether `path` is a mount point, from this process's mount table (octal escapes decoded).
 pub fn is_mount_point(path: &Path) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
+    mount_source(path).is_some()
+}
+
+/// What is mounted at `path` (the device, e.g. `/dev/loop3`), if anything.
+fn mount_source(path: &Path) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = path.to_string_lossy();
-    table.lines().any(|line| {
-        line.split(' ')
-            .nth(4)
-            .is_some_and(|point| unescape(point) == wanted)
-    })
+    table
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .nth(4)
+                .is_some_and(|point| unescape(point) == wanted)
+        })
+        // The last mount on a path is the one seen there. After the " - " separator come the
+        // file system type and the source.
+        .last()
+        .map(|line| {
+            line.split(" - ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').nth(1))
+                .map(unescape)
+                .unwrap_or_default()
+        })
 }
 
 fn unescape(field: &str) -> String {
@@ -204,13 +219,22 @@ fn stage(file: &Path, staging: &Path, capability: &proto::VolumeCapability) -> R
 }
 
 fn unstage(file: &Path, staging: &Path) -> Result<(), String> {
+    // The staged file system's own device: after an agent restart its file is on a FUSE mount
+    // that is gone, so `losetup -j` on the served file no longer finds it.
+    let mut devices: Vec<String> = mount_source(staging)
+        .filter(|source| source.starts_with("/dev/loop"))
+        .into_iter()
+        .collect();
     if is_mount_point(staging) {
         run("umount", &[&staging.to_string_lossy()])?;
     }
     if file.exists() {
-        for device in loop_devices(file)? {
-            run("losetup", &["-d", &device])?;
-        }
+        devices.extend(loop_devices(file)?);
+    }
+    devices.sort();
+    devices.dedup();
+    for device in devices {
+        run("losetup", &["-d", &device])?;
     }
     Ok(())
 }
@@ -541,6 +565,12 @@ impl proto::node_server::Node for NodeService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_source_of_a_mount_point_is_read_from_the_mount_table() {
+        assert_eq!(mount_source(Path::new("/proc")).as_deref(), Some("proc"));
+        assert_eq!(mount_source(Path::new("/no/such/mount/point")), None);
+    }
 
     #[test]
     fn mount_table_paths_are_unescaped() {

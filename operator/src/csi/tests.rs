@@ -1933,3 +1933,34 @@ async fn node_expansion_grows_a_volume_spec_still_smaller_than_asked_and_never_s
         .expect("a smaller request changes nothing");
     assert_eq!(finish(script).await, json!({"spec": {"size": "134217728"}}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstage_releases_the_loop_device_even_when_the_file_was_served_anew() {
+    if !crate::agent::volumes::tests::fuse_available() {
+        return;
+    }
+    let (work, file, driver, mut client) = node_driver("pvc-5", 16 << 20).await;
+    let staging = work.path().join("staging/pvc-5");
+    client
+        .node_stage_volume(stage_request("pvc-5", &staging, false))
+        .await
+        .expect("staged");
+    // The agent restarted: the volume's file is a new one (its FUSE mount was remade), and the
+    // staged loop device still holds the old one.
+    let old = work.path().join("pvc-5.old");
+    std::fs::rename(&file, &old).expect("rename");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("the file served anew");
+    assert_ne!(loop_devices_of(&old), "", "staged on the old file");
+    client
+        .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+            volume_id: "pvc-5".into(),
+            staging_target_path: staging.display().to_string(),
+        })
+        .await
+        .expect("unstaged");
+    assert_eq!(loop_devices_of(&old), "", "the old loop device is released");
+    assert!(!super::node::is_mount_point(&staging));
+    driver.stop().await;
+}
