@@ -62,14 +62,14 @@ fn mount_source(path: &Path) -> Option<String> {
     let wanted = path.to_string_lossy();
     table
         .lines()
-        .filter(|line| {
+        .rev()
+        .find(|line| {
             line.split(' ')
                 .nth(4)
                 .is_some_and(|point| unescape(point) == wanted)
         })
         // The last mount on a path is the one seen there. After the " - " separator come the
         // file system type and the source.
-        .last()
         .map(|line| {
             line.split(" - ")
                 .nth(1)
