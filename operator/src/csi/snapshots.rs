@@ -75,14 +75,18 @@ where
         })
 }
 
-/// Every object of a kind, by name.
-async fn list<K>(api: &Api<K>) -> Result<BTreeMap<String, Arc<K>>, Status>
+/// Every object of a kind (with `labels`, if given), by name.
+async fn list<K>(api: &Api<K>, labels: Option<&str>) -> Result<BTreeMap<String, Arc<K>>, Status>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
+    let params = match labels {
+        Some(selector) => ListParams::default().labels(selector),
+        None => ListParams::default(),
+    };
     let listed = api
-        .list(&ListParams::default())
+        .list(&params)
         .await
         .map_err(|e| api_error(&format!("listing {}s", K::kind(&Default::default())), e))?;
     Ok(listed
@@ -473,13 +477,17 @@ impl ControllerService {
         ))
     }
 
-    /// Every usable snapshot, backup and exported backing image (of `volume` only, if given).
+    /// Every usable snapshot, backup and exported backing image this driver made (of `volume`
+    /// only, if given). Not the snapshots backups and recurring jobs take for themselves: those
+    /// are no VolumeSnapshot's, and deleting one would break what made it.
     async fn all_snapshots(&self, volume: Option<&str>) -> Result<Vec<proto::Snapshot>, Status> {
+        let ours = format!("{CREATED_BY_LABEL}=csi");
+        let ours = Some(ours.as_str());
         let objects = Fetched {
-            volumes: list(&self.api::<Volume>()).await?,
-            snapshots: list(&self.api::<Snapshot>()).await?,
-            backups: list(&self.api::<Backup>()).await?,
-            backing_images: list(&self.api::<BackingImage>()).await?,
+            volumes: list(&self.api::<Volume>(), None).await?,
+            snapshots: list(&self.api::<Snapshot>(), ours).await?,
+            backups: list(&self.api::<Backup>(), ours).await?,
+            backing_images: list(&self.api::<BackingImage>(), ours).await?,
         };
         let mut handles = Vec::new();
         let kind_snapshot = SnapshotRequestKind::Snapshot;

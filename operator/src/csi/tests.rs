@@ -1358,10 +1358,13 @@ async fn list_snapshots_gives_every_usable_kind_filtered_by_volume_and_paged() {
     let script = tokio::spawn(async move {
         for _ in 0..3 {
             for (path, body) in [VOLUMES, SNAPSHOTS, BACKUPS, IMAGES].iter().zip(&responses) {
-                server
-                    .expect(Method::GET, path)
-                    .await
-                    .respond(json_response(StatusCode::OK, body.clone()));
+                let list = server.expect(Method::GET, path).await;
+                // Only what the driver made is listed (not the snapshots backups take).
+                let ours = list
+                    .query
+                    .contains("labelSelector=bulwark.io%2Fcreated-by%3Dcsi");
+                assert_eq!(ours, *path != VOLUMES, "{path}?{}", list.query);
+                list.respond(json_response(StatusCode::OK, body.clone()));
             }
         }
     });
