@@ -34,6 +34,11 @@ pub struct Options {
     /// Simulated nodes, one agent each (local mode).
     pub agents: usize,
     pub target: Target,
+    /// Serve CSI (local mode): `bulwark run` and the agents get sockets and a driver name of
+    /// the scenario's own, and csi-provisioner, csi-snapshotter and csi-resizer (binaries in
+    /// `BULWARK_E2E_CSI_SIDECARS`) run against them. The scenario plays kubelet (see
+    /// [`crate::csi::Kubelet`]).
+    pub csi: bool,
 }
 
 impl Default for Options {
@@ -43,6 +48,7 @@ impl Default for Options {
         Options {
             agents: 1,
             target: default_target(),
+            csi: false,
         }
     }
 }
@@ -62,6 +68,9 @@ const SHARED_S3_SECRET: &str = "e2e-shared-s3-credentials";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The topology key of the CSI driver: a volume's node.
+pub const TOPOLOGY_KEY: &str = "topology.bulwark.io/node";
+
 /// The longest the cleanup after a scenario may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -74,6 +83,8 @@ struct Processes {
     controller: Option<Child>,
     /// Indexed by node; `None` while killed.
     agents: Vec<Option<Child>>,
+    /// The CSI sidecars, named.
+    sidecars: Vec<(String, Child)>,
 }
 
 impl Processes {
@@ -89,6 +100,11 @@ impl Processes {
             if let Some(child) = child
                 && let Ok(Some(status)) = child.try_wait()
             {
+                return Some(format!("{name} (namespace {namespace}) exited: {status}"));
+            }
+        }
+        for (name, child) in &mut self.sidecars {
+            if let Ok(Some(status)) = child.try_wait() {
                 return Some(format!("{name} (namespace {namespace}) exited: {status}"));
             }
         }
@@ -132,6 +148,8 @@ pub struct Cluster {
     processes: Mutex<Processes>,
     target_url: String,
     _s3: Option<SeaweedFs>,
+    /// The CSI driver name this cluster's operator serves, when it serves CSI.
+    csi_driver: Option<String>,
 }
 
 /// Why a scenario refuses to run with `BULWARK_E2E` set to `value`, if it does.
@@ -258,6 +276,7 @@ impl Cluster {
             processes: Mutex::default(),
             target_url: String::new(),
             _s3: None,
+            csi_driver: None,
         };
         if mode == Mode::Deployed {
             // The installed operator's `default` target is the store the scenarios use.
@@ -304,11 +323,17 @@ impl Cluster {
                 url
             }
         };
+        if options.csi {
+            cluster.csi_driver = Some(format!("{}.csi.bulwark.io", cluster.namespace));
+        }
         cluster.start_controller();
         for i in 0..options.agents {
             cluster.start_agent(i);
         }
         cluster.wait_for_crds().await;
+        if options.csi {
+            cluster.start_csi(options.agents).await;
+        }
         if cluster._s3.is_some() {
             let targets: Api<crd_types::BackupTarget> = cluster.api();
             let target =
@@ -375,6 +400,7 @@ impl Cluster {
                 "--http-addr",
                 &format!("127.0.0.1:{}", free_port()),
             ])
+            .args(self.csi_flags(&self.controller_socket()))
             .stderr(Stdio::inherit())
             .spawn()
             .expect("bulwark run starts");
@@ -388,6 +414,117 @@ impl Cluster {
             command.env("KUBECONFIG", kubeconfig);
         }
         command
+    }
+
+    /// The CSI driver name this cluster serves (an `Options::csi` cluster).
+    pub fn csi_driver(&self) -> &str {
+        self.csi_driver
+            .as_deref()
+            .expect("a cluster started with Options { csi: true, .. }")
+    }
+
+    /// The socket of `bulwark run`'s CSI Identity and Controller services.
+    pub fn controller_socket(&self) -> PathBuf {
+        self.work.path().join("csi/controller.sock")
+    }
+
+    /// The socket of node `i`'s CSI Identity and Node services (kubelet's side).
+    pub fn node_socket(&self, i: usize) -> PathBuf {
+        self.work.path().join(format!("node-{i}/csi.sock"))
+    }
+
+    /// A directory of the scenario's (kubelet's staging and pod directories).
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        let dir = self.work.path().join(name);
+        std::fs::create_dir_all(&dir).expect("a work dir");
+        dir
+    }
+
+    fn csi_flags(&self, socket: &Path) -> Vec<String> {
+        match &self.csi_driver {
+            Some(driver) => vec![
+                format!("--csi-endpoint=unix://{}", socket.display()),
+                format!("--csi-driver-name={driver}"),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// The kubeconfig file the sidecars use (they take no other configuration).
+    fn kubeconfig_path(&self) -> PathBuf {
+        self.kubeconfig
+            .clone()
+            .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
+            .expect("CSI scenarios need KUBECONFIG (a file) for the sidecars")
+    }
+
+    /// What kubelet and a node's CSINode say: the simulated nodes exist, with our driver and its
+    /// topology key; then the sidecars run against `bulwark run`'s socket.
+    async fn start_csi(&mut self, agents: usize) {
+        let driver = self.csi_driver().to_owned();
+        let apply = PatchParams::apply("bulwark-e2e").force();
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let csi_nodes: Api<k8s_openapi::api::storage::v1::CSINode> = Api::all(self.client.clone());
+        for i in 0..agents {
+            let node = self.node(i);
+            let object = serde_json::json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node, "labels": {TOPOLOGY_KEY: node, "bulwark.io/e2e": "true"}},
+            });
+            nodes
+                .patch(&node, &apply, &Patch::Apply(&object))
+                .await
+                .expect("the simulated node's Node");
+            let object = serde_json::json!({
+                "apiVersion": "storage.k8s.io/v1", "kind": "CSINode",
+                "metadata": {"name": node, "labels": {"bulwark.io/e2e": "true"}},
+                "spec": {"drivers": [{"name": driver, "nodeID": node, "topologyKeys": [TOPOLOGY_KEY]}]},
+            });
+            csi_nodes
+                .patch(&node, &apply, &Patch::Apply(&object))
+                .await
+                .expect("the simulated node's CSINode");
+        }
+        let dir = std::env::var_os("BULWARK_E2E_CSI_SIDECARS").map(PathBuf::from).expect(
+            "BULWARK_E2E_CSI_SIDECARS must name a directory holding csi-provisioner, csi-snapshotter and csi-resizer (built from kubernetes-csi/external-provisioner, external-snapshotter and external-resizer)",
+        );
+        let socket = self.controller_socket();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            self.assert_processes_alive();
+            assert!(
+                Instant::now() < deadline,
+                "bulwark run never served {}",
+                socket.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let kubeconfig = self.kubeconfig_path();
+        let common = [
+            format!("--csi-address={}", socket.display()),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--leader-election=false".to_owned(),
+            "--timeout=60s".to_owned(),
+        ];
+        let sidecars: [(&str, &[&str]); 3] = [
+            (
+                "csi-provisioner",
+                &["--extra-create-metadata", "--feature-gates=Topology=true"],
+            ),
+            ("csi-snapshotter", &["--extra-create-metadata"]),
+            ("csi-resizer", &[]),
+        ];
+        for (name, extra) in sidecars {
+            let binary = dir.join(name);
+            let child = Command::new(&binary)
+                .args(&common)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{} does not start: {e}", binary.display()));
+            self.processes().sidecars.push((name.to_owned(), child));
+        }
     }
 
     /// Kill `bulwark run` without warning (SIGKILL).
@@ -413,6 +550,7 @@ impl Cluster {
                 "--http-addr",
                 &format!("127.0.0.1:{}", free_port()),
             ])
+            .args(self.csi_flags(&self.node_socket(i)))
             .stderr(Stdio::inherit())
             .spawn()
             .expect("bulwark agent starts");
@@ -516,6 +654,13 @@ impl Drop for Cluster {
         );
         kill(processes.controller);
         processes.agents.into_iter().for_each(kill);
+        for (_, sidecar) in processes.sidecars {
+            kill(Some(sidecar));
+        }
+        if self.csi_driver.is_some() {
+            let namespace = namespace.clone();
+            self.clean_up(move |client| delete_csi_objects(client, namespace));
+        }
         // Finalizers of our kinds would keep the namespace alive with nobody left to remove
         // them: drop them, then delete the namespace.
         self.clean_up(move |client| delete_namespace(client, namespace));
@@ -557,6 +702,61 @@ impl Cluster {
         });
         let _ = thread.join();
     }
+}
+
+/// The cluster-scoped objects of a CSI scenario: the PVs of its namespace's PVCs (nobody is left
+/// to release them), its StorageClass and VolumeSnapshotClasses (named after the namespace,
+/// by convention), and the simulated nodes' Node and CSINode objects.
+async fn delete_csi_objects(client: kube::Client, namespace: String) {
+    use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+    use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+    let no_finalizers = serde_json::json!({"metadata": {"finalizers": null}});
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    if let Ok(list) = pvs.list(&ListParams::default()).await {
+        for pv in list.items {
+            let claimed_here = pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|c| c.namespace.as_deref())
+                == Some(namespace.as_str());
+            if let (true, Some(name)) = (claimed_here, pv.metadata.name) {
+                let _ = pvs.delete(&name, &DeleteParams::default()).await;
+                let _ = pvs
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&no_finalizers),
+                    )
+                    .await;
+            }
+        }
+    }
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let _ = classes.delete(&namespace, &DeleteParams::default()).await;
+    let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass");
+    let snapshot_classes: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+    let selector = ListParams::default().labels(&format!("bulwark.io/e2e-namespace={namespace}"));
+    if let Ok(list) = snapshot_classes.list(&selector).await {
+        for class in list.items {
+            if let Some(name) = class.metadata.name {
+                let _ = snapshot_classes
+                    .delete(&name, &DeleteParams::default())
+                    .await;
+            }
+        }
+    }
+    let e2e = ListParams::default().labels("bulwark.io/e2e=true");
+    let csi_nodes: Api<CSINode> = Api::all(client.clone());
+    let _ = csi_nodes
+        .delete_collection(&DeleteParams::default(), &e2e)
+        .await;
+    let nodes: Api<Node> = Api::all(client);
+    let _ = nodes
+        .delete_collection(&DeleteParams::default(), &e2e)
+        .await;
 }
 
 async fn drop_finalizers<K>(client: &kube::Client, namespace: &str)
@@ -675,6 +875,7 @@ mod tests {
             processes: Mutex::default(),
             target_url: String::new(),
             _s3: None,
+            csi_driver: None,
         };
         let (dropped, watched) = std::sync::mpsc::channel::<()>();
         // Half the cleanup's own bound: a cleanup that only ends by timing out fails here.

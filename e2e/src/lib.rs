@@ -6,6 +6,7 @@
 //! each with its own data dir, in a fresh namespace deleted afterwards), so the suite also runs
 //! against any bare API server. It never reaches into the operator's code.
 
+pub mod csi;
 pub mod harness;
 pub mod objects;
 

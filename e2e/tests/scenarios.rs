@@ -92,6 +92,7 @@ async fn volume_snapshot_backup_restore_gives_identical_bytes() {
     let cluster = Cluster::start(Options {
         agents: 1,
         target: Target::S3,
+        csi: false,
     })
     .await;
     let volumes: Api<Volume> = cluster.api();
@@ -226,6 +227,7 @@ async fn standby_volume_follows_incrementally_and_activates() {
         Options {
             agents: 1,
             target: Target::File,
+            csi: false,
         },
     )
     .await;
@@ -449,6 +451,7 @@ async fn invalid_objects_are_rejected_at_apply_time() {
     let cluster = Cluster::start(Options {
         agents: 0,
         target: Target::File,
+        csi: false,
     })
     .await;
     let volumes: Api<Volume> = cluster.api();
@@ -588,4 +591,284 @@ fn scenarios_refuse_to_run_without_the_opt_in() {
     assert!(refusal(Some("true")).is_some());
     assert!(refusal(Some("0")).is_some());
     assert_eq!(refusal(Some("1")), None);
+}
+
+/// The PV the external-provisioner made for `pvc`, once it exists.
+async fn provisioned(
+    cluster: &Cluster,
+    pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim,
+) -> k8s_openapi::api::core::v1::PersistentVolume {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    let uid = pvc.metadata.uid.clone().expect("a created PVC has a uid");
+    let pvs: Api<PersistentVolume> = Api::all(cluster.client.clone());
+    let deadline = std::time::Instant::now() + 2 * MINUTE;
+    loop {
+        cluster.assert_processes_alive();
+        let found = pvs
+            .list(&Default::default())
+            .await
+            .expect("list PVs")
+            .items
+            .into_iter()
+            .find(|pv| {
+                pv.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .and_then(|c| c.uid.as_deref())
+                    == Some(uid.as_str())
+            });
+        if let Some(pv) = found {
+            return pv;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no PV for PVC {:?} after 2 minutes (is csi-provisioner running?)",
+            pvc.metadata.name
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn volume_handle(pv: &k8s_openapi::api::core::v1::PersistentVolume) -> String {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.csi.as_ref())
+        .map(|c| c.volume_handle.clone())
+        .expect("a CSI PV")
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster with the external-snapshotter CRDs and snapshot-controller, the CSI sidecars in BULWARK_E2E_CSI_SIDECARS, root; BULWARK_E2E=1"]
+async fn pvc_written_backed_up_as_a_volume_snapshot_and_restored_to_a_new_pvc() {
+    use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::StorageClass;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let cluster = Cluster::start(Options {
+        csi: true,
+        ..Options::default()
+    })
+    .await;
+    let driver = cluster.csi_driver().to_owned();
+    let namespace = cluster.namespace.clone();
+    // Cluster-scoped classes named after the namespace (the harness deletes them).
+    let classes: Api<StorageClass> = Api::all(cluster.client.clone());
+    let class: StorageClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": namespace},
+        "provisioner": driver,
+        "allowVolumeExpansion": true,
+        "parameters": {
+            "recurringJobs": r#"[{"name":"e2e-snap","task":"snapshot","cron":"0 0 1 1 *","retain":2}]"#,
+        },
+    }))
+    .expect("a StorageClass");
+    classes
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("create the StorageClass");
+    let class_gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass");
+    let snapshot_classes: Api<DynamicObject> =
+        Api::all_with(cluster.client.clone(), &ApiResource::from_gvk(&class_gvk));
+    let backup_class = format!("{namespace}-bak");
+    let snapshot_class: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+        "metadata": {"name": backup_class, "labels": {"bulwark.io/e2e-namespace": namespace}},
+        "driver": driver, "deletionPolicy": "Delete",
+        "parameters": {"type": "bak"},
+    }))
+    .expect("a VolumeSnapshotClass");
+    snapshot_classes
+        .create(&PostParams::default(), &snapshot_class)
+        .await
+        .expect("create the VolumeSnapshotClass");
+
+    let pvcs: Api<PersistentVolumeClaim> = cluster.api();
+    let pvc = |name: &str, mode: &str, source: Option<&str>| -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            // What kube-controller-manager adds for an external provisioner; a bare API
+            // server has none.
+            "metadata": {"name": name, "annotations": {"volume.kubernetes.io/storage-provisioner": driver}},
+            "spec": {
+                "storageClassName": namespace,
+                "accessModes": [mode],
+                "resources": {"requests": {"storage": "64Mi"}},
+                "dataSource": source.map(|s| serde_json::json!({
+                    "apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": s,
+                })),
+            },
+        }))
+        .expect("a PVC")
+    };
+    let data = pvcs
+        .create(&PostParams::default(), &pvc("data", "ReadWriteOnce", None))
+        .await
+        .expect("create the PVC");
+    let volume_name = volume_handle(&provisioned(&cluster, &data).await);
+    // The StorageClass's legacy job exists and binds the volume.
+    let volumes: Api<Volume> = cluster.api();
+    let volume = volumes.get(&volume_name).await.expect("the PVC's Volume");
+    assert_eq!(
+        volume
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("recurring-job.bulwark.io/e2e-snap")),
+        Some(&"enabled".to_owned())
+    );
+    let jobs: Api<RecurringJob> = cluster.api();
+    assert_eq!(jobs.get("e2e-snap").await.expect("the job").spec.retain, 2);
+
+    let mut kubelet =
+        e2e::csi::Kubelet::connect(&cluster.node_socket(0), cluster.work_dir("kubelet")).await;
+    let mounted = kubelet.mount(&volume_name).await;
+    let written = pattern(6 << 20, 42);
+    {
+        let file =
+            std::fs::File::create(mounted.join("blob")).expect("create a file in the pod's volume");
+        file.write_all_at(&written, 0).expect("write");
+        file.sync_all().expect("fsync reaches the volume");
+    }
+
+    let snapshot_gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot");
+    let volume_snapshots: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &namespace,
+        &ApiResource::from_gvk(&snapshot_gvk),
+    );
+    let volume_snapshot: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "data-backup"},
+        "spec": {"volumeSnapshotClassName": backup_class,
+                 "source": {"persistentVolumeClaimName": "data"}},
+    }))
+    .expect("a VolumeSnapshot");
+    volume_snapshots
+        .create(&PostParams::default(), &volume_snapshot)
+        .await
+        .expect("create the VolumeSnapshot");
+    let ready = cluster
+        .wait_for(
+            &volume_snapshots,
+            "data-backup",
+            "ready to use (through snapshot-controller and csi-snapshotter)",
+            3 * MINUTE,
+            |s| s.data["status"]["readyToUse"] == true,
+        )
+        .await;
+    let contents_gvk =
+        GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent");
+    let contents: Api<DynamicObject> = Api::all_with(
+        cluster.client.clone(),
+        &ApiResource::from_gvk(&contents_gvk),
+    );
+    let content_name = ready.data["status"]["boundVolumeSnapshotContentName"]
+        .as_str()
+        .expect("bound")
+        .to_owned();
+    let content = contents.get(&content_name).await.expect("the content");
+    let handle = content.data["status"]["snapshotHandle"]
+        .as_str()
+        .expect("a handle")
+        .to_owned();
+    let backup_name = match handle_codec::decode(&handle).expect("a handle of ours") {
+        handle_codec::SnapshotHandle::Backup { volume, backup } => {
+            assert_eq!(volume.as_str(), volume_name);
+            backup.into_string()
+        }
+        other => panic!("a bak class made {other:?}"),
+    };
+    let backups: Api<Backup> = cluster.api();
+    let backup = backups.get(&backup_name).await.expect("the Backup");
+    assert_eq!(objects::backup_state(&backup), Some(BackupState::Completed));
+
+    let restored = pvcs
+        .create(
+            &PostParams::default(),
+            &pvc("restored", "ReadWriteOnce", Some("data-backup")),
+        )
+        .await
+        .expect("create the restored PVC");
+    let restored_name = volume_handle(&provisioned(&cluster, &restored).await);
+    let seen = kubelet.mount(&restored_name).await;
+    let read_back = std::fs::read(seen.join("blob")).expect("the file is in the restored PVC");
+    assert!(read_back == written, "the restored PVC holds other bytes");
+    kubelet.unmount(&restored_name).await;
+    kubelet.unmount(&volume_name).await;
+
+    // Growing the PVC grows its Volume (csi-resizer → ControllerExpandVolume) and the agent
+    // grows the data.
+    let grow = serde_json::json!({"spec": {"resources": {"requests": {"storage": "128Mi"}}}});
+    pvcs.patch("restored", &PatchParams::default(), &Patch::Merge(&grow))
+        .await
+        .expect("grow the PVC");
+    cluster
+        .wait_for(
+            &volumes,
+            &restored_name,
+            "grown to 128 MiB",
+            2 * MINUTE,
+            |v| v.spec.size_bytes() == Some(128 << 20),
+        )
+        .await;
+    let file = cluster.volume_file(0, &restored_name);
+    let deadline = std::time::Instant::now() + MINUTE;
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < 128 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never grew the data"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // A PVC asking for what a Bulwark volume cannot be gets an Event saying so, and no volume.
+    let before = volumes
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .len();
+    pvcs.create(
+        &PostParams::default(),
+        &pvc("shared", "ReadWriteMany", None),
+    )
+    .await
+    .expect("create the RWX PVC");
+    let events: Api<Event> = cluster.api();
+    let deadline = std::time::Instant::now() + MINUTE;
+    loop {
+        let refused = events
+            .list(&Default::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .find(|e| {
+                e.involved_object.name.as_deref() == Some("shared")
+                    && e.reason.as_deref() == Some("ProvisioningFailed")
+            });
+        if let Some(event) = refused {
+            let message = event.message.unwrap_or_default();
+            assert!(
+                message.contains("access_mode MULTI_NODE_MULTI_WRITER is not supported"),
+                "{message}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ProvisioningFailed Event for the RWX PVC"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        volumes
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        before,
+        "nothing is created for a refused PVC"
+    );
 }
