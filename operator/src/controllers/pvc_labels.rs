@@ -132,6 +132,11 @@ mod tests {
         .expect("a PVC")
     }
 
+    fn pv(name: &str, driver: &str, handle: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+               "spec": {"csi": {"driver": driver, "volumeHandle": handle}}})
+    }
+
     #[tokio::test]
     async fn a_source_pvc_job_labels_are_mirrored_onto_its_volume() {
         let (ctx, mut server, events) = context();
@@ -141,9 +146,7 @@ mod tests {
                 .await
                 .respond(json_response(
                     StatusCode::OK,
-                    json!({"apiVersion": "v1", "kind": "PersistentVolume",
-                           "metadata": {"name": "pvc-1"},
-                           "spec": {"csi": {"driver": "driver.bulwark.io", "volumeHandle": "pvc-1"}}}),
+                    pv("pvc-1", "driver.bulwark.io", "pvc-1"),
                 ));
             server
                 .expect(
@@ -214,9 +217,7 @@ mod tests {
                 .await
                 .respond(json_response(
                     StatusCode::OK,
-                    json!({"apiVersion": "v1", "kind": "PersistentVolume",
-                           "metadata": {"name": "pv-9"},
-                           "spec": {"csi": {"driver": "other.example.com", "volumeHandle": "x"}}}),
+                    pv("pv-9", "other.example.com", "x"),
                 ));
         });
         let foreign = pvc(

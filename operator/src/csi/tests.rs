@@ -1677,6 +1677,19 @@ async fn a_mounted_file_system_grows_once_its_file_has_grown() {
     }
 }
 
+/// The API side of growing volume pvc-1 from `from` to `to`, asked twice: read and patched, then
+/// read again and, already that large, not patched. Answers the patch.
+async fn grown_once(server: &mut ApiServer, from: &str, to: &str) -> Value {
+    let path = format!("{VOLUMES}/pvc-1");
+    let ready = |size: &str| volume_json("pvc-1", size, Some("Ready"), Some("node-a"));
+    answer(server, &path, ready(from)).await;
+    let patch = server.expect(Method::PATCH, &path).await;
+    let body = patch.json();
+    patch.respond(json_response(StatusCode::OK, ready(to)));
+    answer(server, &path, ready(to)).await;
+    body
+}
+
 #[tokio::test]
 async fn expand_grows_the_volume_spec_and_list_volumes_pages_through_volumes() {
     let (client, mut server) = ApiServer::start();
@@ -1686,27 +1699,7 @@ async fn expand_grows_the_volume_spec_and_list_volumes_pages_through_volumes() {
     )
     .await;
     let script = tokio::spawn(async move {
-        answer(
-            &mut server,
-            &format!("{VOLUMES}/pvc-1"),
-            volume_json("pvc-1", "1Mi", Some("Ready"), Some("node-a")),
-        )
-        .await;
-        let patch = server
-            .expect(Method::PATCH, &format!("{VOLUMES}/pvc-1"))
-            .await;
-        let body = patch.json();
-        patch.respond(json_response(
-            StatusCode::OK,
-            volume_json("pvc-1", "4194304", Some("Ready"), Some("node-a")),
-        ));
-        // Asked again (a retry): already that large, nothing patched.
-        answer(
-            &mut server,
-            &format!("{VOLUMES}/pvc-1"),
-            volume_json("pvc-1", "4194304", Some("Ready"), Some("node-a")),
-        )
-        .await;
+        let body = grown_once(&mut server, "1Mi", "4194304").await;
         missing(&mut server, &format!("{VOLUMES}/pvc-gone")).await;
         let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [
             volume_json("pvc-b", "2Mi", Some("Ready"), Some("node-b")),
@@ -1904,30 +1897,7 @@ async fn legacy_recurring_jobs_and_a_described_backing_image_are_made_before_the
 async fn node_expansion_grows_a_volume_spec_still_smaller_than_asked_and_never_shrinks_it() {
     let (client, mut server) = ApiServer::start();
     let volumes: kube::Api<crd_types::Volume> = kube::Api::namespaced(client, "bulwark-system");
-    let script = tokio::spawn(async move {
-        answer(
-            &mut server,
-            &format!("{VOLUMES}/pvc-1"),
-            volume_json("pvc-1", "64Mi", Some("Ready"), Some("node-a")),
-        )
-        .await;
-        let patch = server
-            .expect(Method::PATCH, &format!("{VOLUMES}/pvc-1"))
-            .await;
-        let body = patch.json();
-        patch.respond(json_response(
-            StatusCode::OK,
-            volume_json("pvc-1", "134217728", Some("Ready"), Some("node-a")),
-        ));
-        // Already as large: nothing patched.
-        answer(
-            &mut server,
-            &format!("{VOLUMES}/pvc-1"),
-            volume_json("pvc-1", "134217728", Some("Ready"), Some("node-a")),
-        )
-        .await;
-        body
-    });
+    let script = tokio::spawn(async move { grown_once(&mut server, "64Mi", "134217728").await });
     super::node::grow_spec(&volumes, "pvc-1", 128 << 20)
         .await
         .expect("grown");
