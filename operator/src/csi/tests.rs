@@ -306,10 +306,7 @@ async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
     )
     .await;
     let script = tokio::spawn(async move {
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-            .await
-            .respond(not_found());
+        missing(&mut server, &format!("{VOLUMES}/pvc-1")).await;
         // The source backup is looked at: completed, of a smaller volume.
         answer(
             &mut server,
@@ -338,20 +335,18 @@ async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
         let body = create.json();
         create.respond(json_response(StatusCode::CREATED, body.clone()));
         // Still being created on the first look, Ready on the second.
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-            .await
-            .respond(json_response(
-                StatusCode::OK,
-                volume_json("pvc-1", "1052672", Some("Creating"), Some("node-a")),
-            ));
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-            .await
-            .respond(json_response(
-                StatusCode::OK,
-                volume_json("pvc-1", "1052672", Some("Ready"), Some("node-a")),
-            ));
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "1052672", Some("Creating"), Some("node-a")),
+        )
+        .await;
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "1052672", Some("Ready"), Some("node-a")),
+        )
+        .await;
         body
     });
     let mut request = create_request("pvc-1", (1 << 20) + 1);
@@ -418,21 +413,19 @@ async fn create_is_idempotent_by_name_and_refuses_a_different_volume_of_that_nam
     .await;
     let script = tokio::spawn(async move {
         for _ in 0..2 {
-            server
-                .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-                .await
-                .respond(json_response(
-                    StatusCode::OK,
-                    volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
-                ));
-        }
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-            .await
-            .respond(json_response(
-                StatusCode::OK,
+            answer(
+                &mut server,
+                &format!("{VOLUMES}/pvc-1"),
                 volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
-            ));
+            )
+            .await;
+        }
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+        )
+        .await;
     });
     let mut controller = driver.controller();
     let again = controller
@@ -476,13 +469,12 @@ async fn a_volume_not_ready_in_time_is_aborted_for_a_retry() {
     .await;
     let script = tokio::spawn(async move {
         for _ in 0..2 {
-            server
-                .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-                .await
-                .respond(json_response(
-                    StatusCode::OK,
-                    volume_json("pvc-1", "1048576", None, None),
-                ));
+            answer(
+                &mut server,
+                &format!("{VOLUMES}/pvc-1"),
+                volume_json("pvc-1", "1048576", None, None),
+            )
+            .await;
         }
     });
     let status = driver
@@ -518,25 +510,18 @@ async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
                 StatusCode::OK,
                 volume_json("pvc-old", "1048576", Some("Deleting"), Some("node-a")),
             ));
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-old"))
-            .await
-            .respond(not_found());
+        missing(&mut server, &format!("{VOLUMES}/pvc-old")).await;
         server
             .expect(Method::DELETE, &format!("{VOLUMES}/pvc-gone"))
             .await
             .respond(not_found());
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-gone"))
-            .await
-            .respond(not_found());
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-            .await
-            .respond(json_response(
-                StatusCode::OK,
-                volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
-            ));
+        missing(&mut server, &format!("{VOLUMES}/pvc-gone")).await;
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+        )
+        .await;
     });
     let mut controller = driver.controller();
     controller
@@ -879,14 +864,8 @@ async fn a_clone_of_a_missing_volume_is_not_found_and_creates_nothing() {
     )
     .await;
     let script = tokio::spawn(async move {
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-            .await
-            .respond(not_found());
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-gone"))
-            .await
-            .respond(not_found());
+        missing(&mut server, &format!("{VOLUMES}/pvc-1")).await;
+        missing(&mut server, &format!("{VOLUMES}/pvc-gone")).await;
     });
     let mut request = create_request("pvc-1", 1 << 20);
     request.volume_content_source = Some(proto::VolumeContentSource {
@@ -933,17 +912,13 @@ async fn a_snap_class_snapshot_is_a_snapshot_object_reported_ready_when_it_is() 
     let ready = snapshot_json(json!({"readyToUse": true, "restoreSize": 1048576,
         "creationTime": "2026-12-07T01:00:01Z"}));
     let script = tokio::spawn(async move {
-        server
-            .expect(Method::GET, &format!("{SNAPSHOTS}/snapshot-1"))
-            .await
-            .respond(not_found());
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-            .await
-            .respond(json_response(
-                StatusCode::OK,
-                volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
-            ));
+        missing(&mut server, &format!("{SNAPSHOTS}/snapshot-1")).await;
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+        )
+        .await;
         let create = server.expect(Method::POST, SNAPSHOTS).await;
         let body = create.json();
         create.respond(json_response(
@@ -955,22 +930,15 @@ async fn a_snap_class_snapshot_is_a_snapshot_object_reported_ready_when_it_is() 
             .expect(Method::GET, &format!("{SNAPSHOTS}/snapshot-1"))
             .await
             .respond(json_response(StatusCode::OK, ready));
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-            .await
-            .respond(json_response(
-                StatusCode::OK,
-                volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
-            ));
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-1"),
+            volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
+        )
+        .await;
         // Deleting one that is gone already deletes nothing.
-        server
-            .expect(Method::GET, &format!("{SNAPSHOTS}/snapshot-1"))
-            .await
-            .respond(not_found());
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
-            .await
-            .respond(not_found());
+        missing(&mut server, &format!("{SNAPSHOTS}/snapshot-1")).await;
+        missing(&mut server, &format!("{VOLUMES}/pvc-1")).await;
         body
     });
     let mut controller = driver.controller();
@@ -1094,10 +1062,7 @@ async fn a_bak_class_snapshot_is_a_backup_listed_by_its_id_and_deleted_with_it()
     let volume = volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a"));
     let script = tokio::spawn(async move {
         // CreateSnapshot: no Backup yet, so one is made.
-        server
-            .expect(Method::GET, &format!("{BACKUPS}/snapshot-2"))
-            .await
-            .respond(not_found());
+        missing(&mut server, &format!("{BACKUPS}/snapshot-2")).await;
         answer(&mut server, &format!("{VOLUMES}/pvc-1"), volume.clone()).await;
         let create = server.expect(Method::POST, BACKUPS).await;
         let body = create.json();
@@ -1117,10 +1082,7 @@ async fn a_bak_class_snapshot_is_a_backup_listed_by_its_id_and_deleted_with_it()
             answer(&mut server, &format!("{VOLUMES}/pvc-1"), volume.clone()).await;
         }
         // Listed by an ID naming no backup: nothing.
-        server
-            .expect(Method::GET, &format!("{BACKUPS}/nothing"))
-            .await
-            .respond(not_found());
+        missing(&mut server, &format!("{BACKUPS}/nothing")).await;
         answer(&mut server, &format!("{VOLUMES}/pvc-1"), volume.clone()).await;
         // Deleted: the Backup goes (its finalizer removes it from the store).
         server
@@ -1234,10 +1196,7 @@ async fn a_bi_class_snapshot_exports_the_volume_as_a_backing_image_with_a_stable
     };
     let volume = volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a"));
     let script = tokio::spawn(async move {
-        server
-            .expect(Method::GET, &format!("{IMAGES}/snapshot-3"))
-            .await
-            .respond(not_found());
+        missing(&mut server, &format!("{IMAGES}/snapshot-3")).await;
         server
             .expect(Method::GET, &format!("{VOLUMES}/pvc-1"))
             .await
@@ -1477,13 +1436,12 @@ async fn a_volume_from_a_backup_is_as_large_as_the_backup_and_refused_until_it_i
         let create = server.expect(Method::POST, VOLUMES).await;
         let body = create.json();
         create.respond(json_response(StatusCode::CREATED, body.clone()));
-        server
-            .expect(Method::GET, &format!("{VOLUMES}/pvc-new"))
-            .await
-            .respond(json_response(
-                StatusCode::OK,
-                volume_json("pvc-new", "4194304", Some("Ready"), Some("node-a")),
-            ));
+        answer(
+            &mut server,
+            &format!("{VOLUMES}/pvc-new"),
+            volume_json("pvc-new", "4194304", Some("Ready"), Some("node-a")),
+        )
+        .await;
         body
     });
     let mut controller = driver.controller();
