@@ -265,6 +265,10 @@ impl Cluster {
         config.write_timeout = Some(REQUEST_TIMEOUT);
         let client = kube::Client::try_from(config.clone()).expect("a client");
         let mode = mode();
+        assert!(
+            !(options.csi && mode == Mode::Deployed),
+            "CSI scenarios play kubelet beside local operator processes: run them with BULWARK_E2E_MODE=local (a deployed operator serves CSI to the cluster's own kubelet and sidecars)"
+        );
         let work = tempfile::tempdir().expect("a work dir");
         let mut cluster = Cluster {
             client,
