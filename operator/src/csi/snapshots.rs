@@ -452,12 +452,23 @@ impl ControllerService {
             return Ok(None);
         };
         let objects = self.fetch_for_handle(&handle).await?;
-        if !objects.has_object_of(&handle) {
-            return Ok(None);
-        }
-        let outcome = resolve::check_handle(&objects, &handle, &self.namespace, BTreeMap::new());
-        if let Outcome::Failed(why) = &outcome {
-            return Err(Status::failed_precondition(format!("snapshot {id}: {why}")));
+        let labels = BTreeMap::from([(CREATED_BY_LABEL.to_owned(), "csi".to_owned())]);
+        let outcome = resolve::check_handle(&objects, &handle, &self.namespace, labels);
+        match &outcome {
+            // A pre-provisioned `bi://` handle that says how to make its image (a download or
+            // an export): the image is made on demand, as Longhorn does, and is in progress.
+            Outcome::Create(create) if matches!(handle, SnapshotHandle::BackingImage(_)) => {
+                let name = match create.as_ref() {
+                    Create::BackingImage(image) => image.name_any(),
+                    other => other.describe(),
+                };
+                self.create_object(create, &name).await?;
+            }
+            _ if !objects.has_object_of(&handle) => return Ok(None),
+            Outcome::Failed(why) => {
+                return Err(Status::failed_precondition(format!("snapshot {id}: {why}")));
+            }
+            _ => {}
         }
         let volume = match &handle {
             SnapshotHandle::Snapshot { volume, .. } | SnapshotHandle::Backup { volume, .. } => {

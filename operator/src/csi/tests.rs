@@ -1895,3 +1895,46 @@ async fn unstage_releases_the_loop_device_even_when_the_file_was_served_anew() {
     assert!(!super::node::is_mount_point(&staging));
     driver.stop().await;
 }
+
+#[tokio::test]
+async fn a_pre_provisioned_download_handle_makes_its_backing_image_on_demand() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let id = "bi://backing?backingImage=base&backingImageDataSourceType=download&url=http%3A%2F%2F127.0.0.1%3A9%2Fbase.img";
+    let script = tokio::spawn(async move {
+        missing(&mut server, &format!("{IMAGES}/base")).await;
+        let create = server.expect(Method::POST, IMAGES).await;
+        let body = create.json();
+        create.respond(json_response(StatusCode::CREATED, body.clone()));
+        body
+    });
+    let listed = driver
+        .controller()
+        .list_snapshots(proto::ListSnapshotsRequest {
+            snapshot_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    let created = finish(script).await;
+    assert_eq!(created["metadata"]["name"], "base");
+    assert_eq!(
+        created["metadata"]["labels"]["bulwark.io/created-by"],
+        "csi"
+    );
+    assert_eq!(
+        created["spec"],
+        json!({"sourceType": "download",
+               "sourceParameters": {"url": "http://127.0.0.1:9/base.img"}})
+    );
+    assert_eq!(listed.entries.len(), 1, "the content exists, being made");
+    let snapshot = listed.entries[0].snapshot.clone().expect("snapshot");
+    assert_eq!(snapshot.snapshot_id, id);
+    assert!(!snapshot.ready_to_use);
+    driver.stop().await;
+}
