@@ -1,5 +1,6 @@
 //! Which nodes run an agent: each agent renews a Lease `bulwark-agent-<node>` in the operator's
-//! namespace; the controller places volumes only on nodes whose Lease is fresh.
+//! namespace; the controller places volumes only on nodes whose Lease is fresh. The Lease also
+//! says how many bytes are free in the agent's data directory (CSI GetCapacity).
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
 
 /// Label on every agent Lease.
 pub const AGENT_LABEL: &str = "bulwark.io/agent";
+/// Annotation of an agent Lease: bytes free in the agent's data directory when it was renewed.
+pub const FREE_BYTES_ANNOTATION: &str = "bulwark.io/free-bytes";
 /// How long a Lease stays valid without renewal.
 pub const LEASE_SECONDS: i32 = 30;
 /// How often an agent renews its Lease.
@@ -50,25 +53,58 @@ pub async fn live_nodes(
     client: &kube::Client,
     namespace: &str,
 ) -> Result<Vec<String>, kube::Error> {
+    Ok(live_capacity(client, namespace)
+        .await?
+        .into_iter()
+        .map(|(node, _)| node)
+        .collect())
+}
+
+/// Nodes whose agent Lease is fresh, sorted, with the bytes free in their data directory when
+/// their agent says.
+pub async fn live_capacity(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Vec<(String, Option<u64>)>, kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let leases = api
         .list(&ListParams::default().labels(&format!("{AGENT_LABEL}=true")))
         .await?;
     let now = jiff::Timestamp::now();
-    let mut nodes: Vec<String> = leases
+    let mut nodes: Vec<(String, Option<u64>)> = leases
         .items
         .iter()
-        .filter_map(|lease| live_node(lease, now))
+        .filter_map(|lease| Some((live_node(lease, now)?, free_bytes(lease))))
         .collect();
     nodes.sort();
-    nodes.dedup();
+    nodes.dedup_by(|a, b| a.0 == b.0);
     Ok(nodes)
 }
 
-/// Apply this node's Lease (create or renew).
-pub async fn renew(client: &kube::Client, namespace: &str, node: &str) -> Result<(), kube::Error> {
+/// The free bytes an agent Lease reports.
+pub fn free_bytes(lease: &Lease) -> Option<u64> {
+    lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(FREE_BYTES_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
+/// Apply this node's Lease (create or renew), saying how many bytes are free here.
+pub async fn renew(
+    client: &kube::Client,
+    namespace: &str,
+    node: &str,
+    free: Option<u64>,
+) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
-    let lease = build_lease(node, jiff::Timestamp::now());
+    let mut lease = build_lease(node, jiff::Timestamp::now());
+    if let Some(free) = free {
+        lease.metadata.annotations =
+            Some([(FREE_BYTES_ANNOTATION.to_owned(), free.to_string())].into());
+    }
     // Server-side apply needs the type on the body.
     let mut body = serde_json::to_value(&lease).map_err(kube::Error::SerdeError)?;
     body["apiVersion"] = "coordination.k8s.io/v1".into();
@@ -85,6 +121,18 @@ pub async fn renew(client: &kube::Client, namespace: &str, node: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_free_bytes_an_agent_reports_are_read_back() {
+        let mut lease = build_lease("node-a", jiff::Timestamp::now());
+        assert_eq!(free_bytes(&lease), None);
+        lease.metadata.annotations =
+            Some([(FREE_BYTES_ANNOTATION.to_owned(), "4096".to_owned())].into());
+        assert_eq!(free_bytes(&lease), Some(4096));
+        lease.metadata.annotations =
+            Some([(FREE_BYTES_ANNOTATION.to_owned(), "lots".to_owned())].into());
+        assert_eq!(free_bytes(&lease), None, "nonsense is no number");
+    }
 
     #[test]
     fn a_lease_is_live_until_it_expires() {

@@ -61,7 +61,13 @@ pub async fn run(ctx: Arc<AgentContext>, shutdown: CancellationToken) {
 /// Keep this node's agent Lease fresh, so the controller places volumes here.
 async fn announce(ctx: Arc<AgentContext>, shutdown: CancellationToken) {
     loop {
-        if let Err(error) = crate::presence::renew(&ctx.client, &ctx.namespace, &ctx.node).await {
+        // Bytes free where volume data goes, for CSI GetCapacity.
+        let free = rustix::fs::statvfs(&ctx.config.data_dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+        if let Err(error) =
+            crate::presence::renew(&ctx.client, &ctx.namespace, &ctx.node, free).await
+        {
             tracing::warn!(%error, node = %ctx.node, "cannot renew the agent Lease");
         }
         tokio::select! {

@@ -263,6 +263,25 @@ fn topology_nodes(requirement: Option<&proto::TopologyRequirement>) -> Vec<Strin
     nodes
 }
 
+/// Free bytes for new volumes in a topology: on its node, or (no topology) on all live nodes
+/// together, and the largest one volume can have (a volume lives on one node). Data
+/// directories are sparse, so a volume allocates its bytes only as it is written.
+pub fn node_capacity(
+    live: &[(String, Option<u64>)],
+    topology: Option<&proto::Topology>,
+) -> (i64, i64) {
+    let wanted = topology.and_then(|t| t.segments.get(TOPOLOGY_NODE_KEY));
+    let free: Vec<i64> = live
+        .iter()
+        .filter(|(node, _)| wanted.is_none_or(|w| w == node))
+        .map(|(_, free)| free.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)))
+        .collect();
+    (
+        free.iter().fold(0i64, |sum, b| sum.saturating_add(*b)),
+        free.iter().copied().max().unwrap_or(0),
+    )
+}
+
 /// Whether an existing Volume is what the request asks for again (same size and source).
 /// (The size matches when it fits the request's capacity range: a volume grown since, or made
 /// as large as its snapshot, is still the one asked for.)
@@ -745,6 +764,7 @@ impl proto::controller_server::Controller for ControllerService {
             rpc::Type::ListSnapshots,
             rpc::Type::ListVolumes,
             rpc::Type::ExpandVolume,
+            rpc::Type::GetCapacity,
         ]
         .into_iter()
         .map(|kind| proto::ControllerServiceCapability {
@@ -808,9 +828,21 @@ impl proto::controller_server::Controller for ControllerService {
 
     async fn get_capacity(
         &self,
-        _: Request<proto::GetCapacityRequest>,
+        request: Request<proto::GetCapacityRequest>,
     ) -> Result<Response<proto::GetCapacityResponse>, Status> {
-        Err(not_offered("GetCapacity"))
+        let request = request.into_inner();
+        for (index, capability) in request.volume_capabilities.iter().enumerate() {
+            check_capability(index, capability).map_err(invalid)?;
+        }
+        let live = crate::presence::live_capacity(&self.client, &self.namespace)
+            .await
+            .map_err(|e| api_error("listing the nodes whose agent runs", e))?;
+        let (available, largest) = node_capacity(&live, request.accessible_topology.as_ref());
+        Ok(Response::new(proto::GetCapacityResponse {
+            available_capacity: available,
+            maximum_volume_size: Some(largest),
+            minimum_volume_size: None,
+        }))
     }
 
     async fn create_snapshot(

@@ -591,6 +591,7 @@ async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
             rpc::Type::ListSnapshots,
             rpc::Type::ListVolumes,
             rpc::Type::ExpandVolume,
+            rpc::Type::GetCapacity,
         ]
     );
     let unoffered = controller
@@ -1936,5 +1937,76 @@ async fn a_pre_provisioned_download_handle_makes_its_backing_image_on_demand() {
     let snapshot = listed.entries[0].snapshot.clone().expect("snapshot");
     assert_eq!(snapshot.snapshot_id, id);
     assert!(!snapshot.ready_to_use);
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn capacity_is_what_live_agents_report_free_per_node_or_together() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let now = jiff::Timestamp::now().to_string();
+    let lease = |node: &str, renewed: &str, free: Option<&str>| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": format!("bulwark-agent-{node}"), "namespace": "bulwark-system",
+                            "labels": {"bulwark.io/agent": "true"},
+                            "annotations": free.map(|f| json!({"bulwark.io/free-bytes": f}))},
+               "spec": {"holderIdentity": node, "renewTime": renewed, "leaseDurationSeconds": 30}})
+    };
+    let leases = json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [
+        lease("node-a", &now, Some("3000")),
+        lease("node-b", &now, Some("5000")),
+        lease("node-old", "2026-01-01T00:00:00.000000Z", Some("9000")),
+        lease("node-c", &now, None),
+    ]});
+    let script = tokio::spawn(async move {
+        for _ in 0..3 {
+            let list = server
+                .expect(
+                    Method::GET,
+                    "/apis/coordination.k8s.io/v1/namespaces/bulwark-system/leases",
+                )
+                .await;
+            assert!(
+                list.query
+                    .contains("labelSelector=bulwark.io%2Fagent%3Dtrue")
+            );
+            list.respond(json_response(StatusCode::OK, leases.clone()));
+        }
+    });
+    let mut controller = driver.controller();
+    let capacity = |node: Option<&str>| proto::GetCapacityRequest {
+        accessible_topology: node.map(|n| proto::Topology {
+            segments: [(super::TOPOLOGY_NODE_KEY.to_owned(), n.to_owned())].into(),
+        }),
+        ..Default::default()
+    };
+    let all = controller
+        .get_capacity(capacity(None))
+        .await
+        .expect("capacity")
+        .into_inner();
+    // A stale agent's bytes do not count; one that reports nothing has none to offer.
+    assert_eq!(all.available_capacity, 8000);
+    assert_eq!(all.maximum_volume_size, Some(5000));
+    let on_a = controller
+        .get_capacity(capacity(Some("node-a")))
+        .await
+        .expect("capacity")
+        .into_inner();
+    assert_eq!(
+        (on_a.available_capacity, on_a.maximum_volume_size),
+        (3000, Some(3000))
+    );
+    let gone = controller
+        .get_capacity(capacity(Some("node-old")))
+        .await
+        .expect("capacity")
+        .into_inner();
+    assert_eq!(gone.available_capacity, 0);
+    finish(script).await;
     driver.stop().await;
 }
