@@ -765,6 +765,8 @@ impl proto::controller_server::Controller for ControllerService {
             rpc::Type::ListVolumes,
             rpc::Type::ExpandVolume,
             rpc::Type::GetCapacity,
+            // ReadWriteOncePod reaches the driver as SINGLE_NODE_SINGLE_WRITER.
+            rpc::Type::SingleNodeMultiWriter,
         ]
         .into_iter()
         .map(|kind| proto::ControllerServiceCapability {

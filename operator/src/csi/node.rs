@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -239,6 +240,70 @@ fn unstage(file: &Path, staging: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Major number of loop devices.
+const LOOP_MAJOR: u32 = 7;
+
+/// Whether a published volume can do I/O: its loop device must still hold the file the agent
+/// serves. After an agent restart it holds the file of a FUSE mount that is gone, and every
+/// read and write fails until the volume is staged again (kubelet shows this on the pod's
+/// volume health).
+pub fn volume_condition(file: &Path, volume_path: &Path) -> proto::VolumeCondition {
+    use std::os::unix::fs::MetadataExt;
+    let healthy = proto::VolumeCondition {
+        abnormal: false,
+        message: "the volume's loop device holds the file its agent serves".into(),
+    };
+    let Ok(published) = std::fs::metadata(volume_path) else {
+        return healthy;
+    };
+    let device = if published.file_type().is_block_device() {
+        published.rdev()
+    } else {
+        published.dev()
+    };
+    let (major, minor) = (rustix::fs::major(device), rustix::fs::minor(device));
+    if major != LOOP_MAJOR {
+        // Not on a loop device of ours: nothing to judge.
+        return healthy;
+    }
+    let abnormal = |message: String| proto::VolumeCondition {
+        abnormal: true,
+        message,
+    };
+    let Ok(served) = std::fs::metadata(file) else {
+        return abnormal(format!(
+            "its agent no longer serves the volume on this node ({} is missing): I/O fails; move the pod or restart the agent",
+            file.display()
+        ));
+    };
+    let loop_device = format!("/dev/loop{minor}");
+    let Ok(backing) = run(
+        "losetup",
+        &[
+            "--list",
+            "--noheadings",
+            "--output",
+            "BACK-INO,BACK-MAJ:MIN",
+            &loop_device,
+        ],
+    ) else {
+        return healthy;
+    };
+    let wanted = format!(
+        "{} {}:{}",
+        served.ino(),
+        rustix::fs::major(served.dev()),
+        rustix::fs::minor(served.dev())
+    );
+    if backing.split_whitespace().collect::<Vec<_>>().join(" ") == wanted {
+        healthy
+    } else {
+        abnormal(format!(
+            "{loop_device} still holds the volume's file as it was before its agent restarted: I/O fails until the volume is staged again; restart the pod"
+        ))
+    }
+}
+
 /// Grows the Volume's `spec.size` to `wanted` bytes when it is smaller (never shrinks it).
 pub(super) async fn grow_spec(
     volumes: &kube::Api<crd_types::Volume>,
@@ -438,22 +503,39 @@ impl proto::node_server::Node for NodeService {
         request: Request<proto::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<proto::NodeGetVolumeStatsResponse>, Status> {
         let request = request.into_inner();
-        required(&request.volume_id, "volume_id")?;
+        let volume = required(&request.volume_id, "volume_id")?;
         let path = PathBuf::from(required(&request.volume_path, "volume_path")?);
-        if !path.exists() {
+        let Ok(metadata) = std::fs::metadata(&path) else {
             return Err(Status::not_found(format!(
                 "volume_path {} does not exist",
                 path.display()
             )));
-        }
-        let stats = rustix::fs::statvfs(&path)
-            .map_err(|e| Status::internal(format!("statvfs {}: {e}", path.display())))?;
-        let blocks =
-            |count: u64| i64::try_from(count.saturating_mul(stats.f_frsize)).unwrap_or(i64::MAX);
-        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        };
+        let file = self.volume_dir.join(volume);
+        let condition = {
+            let path = path.clone();
+            blocking(move || Ok(volume_condition(&file, &path))).await?
+        };
         use proto::volume_usage::Unit;
-        Ok(Response::new(proto::NodeGetVolumeStatsResponse {
-            usage: vec![
+        let usage = if metadata.file_type().is_block_device() {
+            // A raw block volume: its size is all there is to say.
+            let size = {
+                let path = path.clone();
+                blocking(move || run("blockdev", &["--getsize64", &path.to_string_lossy()])).await?
+            };
+            vec![proto::VolumeUsage {
+                total: size.parse().unwrap_or(0),
+                unit: Unit::Bytes as i32,
+                ..Default::default()
+            }]
+        } else {
+            let stats = rustix::fs::statvfs(&path)
+                .map_err(|e| Status::internal(format!("statvfs {}: {e}", path.display())))?;
+            let blocks = |count: u64| {
+                i64::try_from(count.saturating_mul(stats.f_frsize)).unwrap_or(i64::MAX)
+            };
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            vec![
                 proto::VolumeUsage {
                     available: blocks(stats.f_bavail),
                     total: blocks(stats.f_blocks),
@@ -466,8 +548,11 @@ impl proto::node_server::Node for NodeService {
                     used: count(stats.f_files.saturating_sub(stats.f_ffree)),
                     unit: Unit::Inodes as i32,
                 },
-            ],
-            volume_condition: None,
+            ]
+        };
+        Ok(Response::new(proto::NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: Some(condition),
         }))
     }
 
@@ -535,6 +620,9 @@ impl proto::node_server::Node for NodeService {
             rpc::Type::StageUnstageVolume,
             rpc::Type::GetVolumeStats,
             rpc::Type::ExpandVolume,
+            rpc::Type::VolumeCondition,
+            // ReadWriteOncePod reaches the driver as SINGLE_NODE_SINGLE_WRITER.
+            rpc::Type::SingleNodeMultiWriter,
         ]
         .into_iter()
         .map(|kind| proto::NodeServiceCapability {

@@ -592,6 +592,7 @@ async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
             rpc::Type::ListVolumes,
             rpc::Type::ExpandVolume,
             rpc::Type::GetCapacity,
+            rpc::Type::SingleNodeMultiWriter,
         ]
     );
     let unoffered = controller
@@ -826,6 +827,18 @@ async fn a_block_volume_is_published_as_its_device() {
         .node_publish_volume(publish_request("pvc-2", &staging, &target, true, false))
         .await
         .expect("published");
+    let stats = client
+        .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+            volume_id: "pvc-2".into(),
+            volume_path: target.display().to_string(),
+            staging_target_path: String::new(),
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(stats.usage.len(), 1, "a block volume has a size, no file system");
+    assert_eq!(stats.usage[0].total, 16 << 20);
+    assert!(!stats.volume_condition.expect("a condition").abnormal);
     let data = vec![0x5a; 4096];
     {
         let device = std::fs::OpenOptions::new()
@@ -1877,6 +1890,19 @@ async fn unstage_releases_the_loop_device_even_when_the_file_was_served_anew() {
         .node_stage_volume(stage_request("pvc-5", &staging, false))
         .await
         .expect("staged");
+    let stats = |path: &std::path::Path| proto::NodeGetVolumeStatsRequest {
+        volume_id: "pvc-5".into(),
+        volume_path: path.display().to_string(),
+        staging_target_path: String::new(),
+    };
+    let condition = client
+        .node_get_volume_stats(stats(&staging))
+        .await
+        .expect("stats")
+        .into_inner()
+        .volume_condition
+        .expect("a condition");
+    assert!(!condition.abnormal, "{}", condition.message);
     // The agent restarted: the volume's file is a new one (its FUSE mount was remade), and the
     // staged loop device still holds the old one.
     let old = work.path().join("pvc-5.old");
@@ -1885,6 +1911,20 @@ async fn unstage_releases_the_loop_device_even_when_the_file_was_served_anew() {
         .and_then(|f| f.set_len(16 << 20))
         .expect("the file served anew");
     assert_ne!(loop_devices_of(&old), "", "staged on the old file");
+    let condition = client
+        .node_get_volume_stats(stats(&staging))
+        .await
+        .expect("stats")
+        .into_inner()
+        .volume_condition
+        .expect("a condition");
+    assert!(condition.abnormal, "the stale loop device is reported");
+    assert!(
+        condition.message.contains("before its agent restarted")
+            && condition.message.contains("restart the pod"),
+        "{}",
+        condition.message
+    );
     client
         .node_unstage_volume(proto::NodeUnstageVolumeRequest {
             volume_id: "pvc-5".into(),
