@@ -139,6 +139,11 @@ fn only_the_agent_is_privileged_and_for_its_fuse_mount() {
 
     let agent = &find(&docs, "DaemonSet", "bulwark-agent")["spec"]["template"]["spec"];
     assert!(agent.get("hostNetwork").is_none() && agent.get("hostPID").is_none());
+    // A rolling update would cut the I/O of every mounted volume of a node (see agent.yaml).
+    assert_eq!(
+        find(&docs, "DaemonSet", "bulwark-agent")["spec"]["updateStrategy"]["type"],
+        "OnDelete"
+    );
     let container = &agent["containers"][0];
     assert_eq!(container["securityContext"]["privileged"], true);
     let mounts = container["volumeMounts"].as_array().expect("mounts");
