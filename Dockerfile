@@ -18,7 +18,7 @@ RUN cargo build --release --locked -p operator --bin bulwark
 # same image (the Deployment sets runAsNonRoot), the agent with the privileges its DaemonSet grants.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends fuse3 qemu-utils e2fsprogs util-linux ca-certificates libssl3 \
+ && apt-get install -y --no-install-recommends fuse3 qemu-utils e2fsprogs xfsprogs util-linux ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /src/target/release/bulwark /usr/local/bin/bulwark
 # glibc keeps per-thread arenas of freed 2 MiB block buffers; two arenas bound the resident

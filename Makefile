@@ -24,7 +24,8 @@ kind-load:
 deploy:
 	kubectl apply -k deploy/
 	kubectl -n bulwark-system rollout status deployment/bulwark-controller --timeout=180s
-	kubectl -n bulwark-system rollout status daemonset/bulwark-agent --timeout=180s
+	# The agent DaemonSet updates OnDelete, which `rollout status` does not follow.
+	kubectl -n bulwark-system wait pod -l app.kubernetes.io/name=bulwark-agent --for=condition=Ready --timeout=180s
 
 # The CSI scenario runs the CSI sidecars as local processes: point BULWARK_E2E_CSI_SIDECARS at a
 # directory holding csi-provisioner, csi-snapshotter and csi-resizer to include it.

@@ -86,11 +86,14 @@ fn dockerfile_caches_dependencies_builds_release_and_runs_small_and_non_root() {
         body.iter()
             .any(|i| i.starts_with("ENTRYPOINT") && i.contains("bulwark"))
     );
-    // The agent's tools: fusermount3 (fuse3) and qemu-img (qemu-utils).
-    assert!(
-        body.iter()
-            .any(|i| i.contains("fuse3") && i.contains("qemu-utils"))
-    );
+    // The agent's tools: fusermount3 (fuse3), qemu-img (qemu-utils), and for the CSI node
+    // plugin losetup (util-linux) and the file systems it makes and grows (ext4, xfs).
+    for package in ["fuse3", "qemu-utils", "util-linux", "e2fsprogs", "xfsprogs"] {
+        assert!(
+            body.iter().any(|i| i.contains(package)),
+            "the runtime image lacks {package}"
+        );
+    }
 }
 
 #[test]

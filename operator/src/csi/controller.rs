@@ -264,22 +264,15 @@ fn topology_nodes(requirement: Option<&proto::TopologyRequirement>) -> Vec<Strin
 }
 
 /// Free bytes for new volumes in a topology: on its node, or (no topology) on all live nodes
-/// together, and the largest one volume can have (a volume lives on one node). Data
-/// directories are sparse, so a volume allocates its bytes only as it is written.
-pub fn node_capacity(
-    live: &[(String, Option<u64>)],
-    topology: Option<&proto::Topology>,
-) -> (i64, i64) {
+/// together. No largest volume size is claimed: volumes are sparse and allocate their bytes
+/// only as they are written (which is also why `deploy/` leaves the CSIDriver's
+/// `storageCapacity` off: the scheduler would refuse PVCs larger than the free bytes).
+pub fn node_capacity(live: &[(String, Option<u64>)], topology: Option<&proto::Topology>) -> i64 {
     let wanted = topology.and_then(|t| t.segments.get(TOPOLOGY_NODE_KEY));
-    let free: Vec<i64> = live
-        .iter()
+    live.iter()
         .filter(|(node, _)| wanted.is_none_or(|w| w == node))
         .map(|(_, free)| free.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)))
-        .collect();
-    (
-        free.iter().fold(0i64, |sum, b| sum.saturating_add(*b)),
-        free.iter().copied().max().unwrap_or(0),
-    )
+        .fold(0i64, i64::saturating_add)
 }
 
 /// Whether an existing Volume is what the request asks for again (same size and source).
@@ -839,10 +832,9 @@ impl proto::controller_server::Controller for ControllerService {
         let live = crate::presence::live_capacity(&self.client, &self.namespace)
             .await
             .map_err(|e| api_error("listing the nodes whose agent runs", e))?;
-        let (available, largest) = node_capacity(&live, request.accessible_topology.as_ref());
         Ok(Response::new(proto::GetCapacityResponse {
-            available_capacity: available,
-            maximum_volume_size: Some(largest),
+            available_capacity: node_capacity(&live, request.accessible_topology.as_ref()),
+            maximum_volume_size: None,
             minimum_volume_size: None,
         }))
     }

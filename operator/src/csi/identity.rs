@@ -50,6 +50,14 @@ impl proto::identity_server::Identity for IdentityService {
         capabilities.push(service(
             plugin_capability::service::Type::VolumeAccessibilityConstraints,
         ));
+        // Volumes grow while mounted (loop device, then ext4/xfs online).
+        capabilities.push(proto::PluginCapability {
+            r#type: Some(plugin_capability::Type::VolumeExpansion(
+                plugin_capability::VolumeExpansion {
+                    r#type: plugin_capability::volume_expansion::Type::Online as i32,
+                },
+            )),
+        });
         Ok(Response::new(proto::GetPluginCapabilitiesResponse {
             capabilities,
         }))

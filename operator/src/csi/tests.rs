@@ -192,6 +192,14 @@ async fn identity_names_the_driver_its_services_and_readiness() {
         vec![service::Type::VolumeAccessibilityConstraints as i32],
         "a node-only driver does not announce the Controller service"
     );
+    assert!(
+        capabilities.iter().any(|c| matches!(
+            &c.r#type,
+            Some(Type::VolumeExpansion(e))
+                if e.r#type == proto::plugin_capability::volume_expansion::Type::Online as i32
+        )),
+        "volumes grow while mounted"
+    );
     let probe = |mut identity: IdentityClient<Channel>| async move {
         identity
             .probe(proto::ProbeRequest {})
@@ -836,7 +844,11 @@ async fn a_block_volume_is_published_as_its_device() {
         .await
         .expect("stats")
         .into_inner();
-    assert_eq!(stats.usage.len(), 1, "a block volume has a size, no file system");
+    assert_eq!(
+        stats.usage.len(),
+        1,
+        "a block volume has a size, no file system"
+    );
     assert_eq!(stats.usage[0].total, 16 << 20);
     assert!(!stats.volume_condition.expect("a condition").abnormal);
     let data = vec![0x5a; 4096];
@@ -2031,16 +2043,13 @@ async fn capacity_is_what_live_agents_report_free_per_node_or_together() {
         .into_inner();
     // A stale agent's bytes do not count; one that reports nothing has none to offer.
     assert_eq!(all.available_capacity, 8000);
-    assert_eq!(all.maximum_volume_size, Some(5000));
+    assert_eq!(all.maximum_volume_size, None, "volumes are sparse");
     let on_a = controller
         .get_capacity(capacity(Some("node-a")))
         .await
         .expect("capacity")
         .into_inner();
-    assert_eq!(
-        (on_a.available_capacity, on_a.maximum_volume_size),
-        (3000, Some(3000))
-    );
+    assert_eq!(on_a.available_capacity, 3000);
     let gone = controller
         .get_capacity(capacity(Some("node-old")))
         .await
