@@ -629,13 +629,24 @@ impl proto::controller_server::Controller for ControllerService {
                         wanted.spec.size = needed.to_string();
                     }
                 }
-                // The most preferred node whose agent runs; none: the operator places it.
+                // The most preferred node whose agent runs (never one outside the topology).
                 let candidates = topology_nodes(request.accessibility_requirements.as_ref());
                 if wanted.spec.node_id.is_none() && !candidates.is_empty() {
                     let live = crate::presence::live_nodes(&self.client, &self.namespace)
                         .await
                         .map_err(|e| api_error("listing the nodes whose agent runs", e))?;
-                    wanted.spec.node_id = candidates.into_iter().find(|n| live.contains(n));
+                    let Some(node) = candidates.iter().find(|n| live.contains(n)) else {
+                        return Err(Status::resource_exhausted(format!(
+                            "no node of the requested topology ({}) runs a bulwark agent (live agents: {}): start the agent there, or let the pod go to a node that runs one",
+                            candidates.join(", "),
+                            if live.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                live.join(", ")
+                            }
+                        )));
+                    };
+                    wanted.spec.node_id = Some(node.clone());
                 }
                 let prerequisites = self.prerequisites(&parameters).await?;
                 self.create_prerequisites(prerequisites).await?;
@@ -907,7 +918,12 @@ impl proto::controller_server::Controller for ControllerService {
         if current >= size {
             return answer(current);
         }
-        let patch = serde_json::json!({"spec": {"size": size.to_string()}});
+        // Guarded by the resourceVersion read: two expansions in flight cannot end smaller
+        // (the loser gets 409, answered ABORTED and retried).
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": volume.metadata.resource_version},
+            "spec": {"size": size.to_string()},
+        });
         volumes
             .patch(
                 id,

@@ -318,7 +318,11 @@ pub(super) async fn grow_spec(
     if current.spec.size_bytes().is_some_and(|size| size >= wanted) {
         return Ok(());
     }
-    let patch = serde_json::json!({"spec": {"size": wanted.to_string()}});
+    // Guarded: a concurrent, larger growth is never overwritten (409: kubelet asks again).
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": current.metadata.resource_version},
+        "spec": {"size": wanted.to_string()},
+    });
     volumes
         .patch(
             volume,
@@ -326,7 +330,17 @@ pub(super) async fn grow_spec(
             &kube::api::Patch::Merge(&patch),
         )
         .await
-        .map_err(|e| Status::internal(format!("growing volume {volume} to {wanted} bytes: {e}")))?;
+        .map_err(|e| {
+            let code = match &e {
+                kube::Error::Api(status) if status.code == 409 => tonic::Code::Aborted,
+                kube::Error::Api(status) if status.code == 403 => tonic::Code::PermissionDenied,
+                _ => tonic::Code::Unavailable,
+            };
+            Status::new(
+                code,
+                format!("growing volume {volume} to {wanted} bytes: {e}"),
+            )
+        })?;
     tracing::info!(
         volume,
         size = wanted,
@@ -586,6 +600,16 @@ impl proto::node_server::Node for NodeService {
                 .unwrap_or(false),
         };
         let file = self.volume_file(volume).await?;
+        let condition = {
+            let (file, path) = (file.clone(), path.clone());
+            blocking(move || Ok(volume_condition(&file, &path))).await?
+        };
+        if condition.abnormal {
+            return Err(Status::failed_precondition(format!(
+                "volume {volume} cannot grow on node {}: {}; it grows once staged again",
+                self.node_id, condition.message
+            )));
+        }
         if let Some(volumes) = &self.volumes {
             grow_spec(volumes, volume, wanted).await?;
         }

@@ -145,7 +145,7 @@ fn create_request(name: &str, required: i64) -> proto::CreateVolumeRequest {
 fn volume_json(name: &str, size: &str, state: Option<&str>, owner: Option<&str>) -> Value {
     json!({
         "apiVersion": "bulwark.io/v1beta1", "kind": "Volume",
-        "metadata": {"name": name, "namespace": "bulwark-system"},
+        "metadata": {"name": name, "namespace": "bulwark-system", "resourceVersion": "7"},
         "spec": {"size": size},
         "status": {"state": state, "ownerID": owner},
     })
@@ -1756,7 +1756,11 @@ async fn expand_grows_the_volume_spec_and_list_volumes_pages_through_volumes() {
     );
     assert!(second.next_token.is_empty());
     let patch = finish(script).await;
-    assert_eq!(patch, json!({"spec": {"size": "4194304"}}));
+    // Guarded: a concurrent expansion cannot be overwritten by a smaller size.
+    assert_eq!(
+        patch,
+        json!({"metadata": {"resourceVersion": "7"}, "spec": {"size": "4194304"}})
+    );
     let missing_range = controller
         .controller_expand_volume(proto::ControllerExpandVolumeRequest {
             volume_id: "pvc-1".into(),
@@ -1888,7 +1892,11 @@ async fn node_expansion_grows_a_volume_spec_still_smaller_than_asked_and_never_s
     super::node::grow_spec(&volumes, "pvc-1", 64 << 20)
         .await
         .expect("a smaller request changes nothing");
-    assert_eq!(finish(script).await, json!({"spec": {"size": "134217728"}}));
+    assert_eq!(
+        finish(script).await,
+        json!({"metadata": {"resourceVersion": "7"}, "spec": {"size": "134217728"}}),
+        "guarded by the version read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1931,6 +1939,24 @@ async fn unstage_releases_the_loop_device_even_when_the_file_was_served_anew() {
         .volume_condition
         .expect("a condition");
     assert!(condition.abnormal, "the stale loop device is reported");
+    let grow = client
+        .node_expand_volume(proto::NodeExpandVolumeRequest {
+            volume_id: "pvc-5".into(),
+            volume_path: staging.display().to_string(),
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: 32 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a stale loop device cannot grow");
+    assert_eq!(grow.code(), Code::FailedPrecondition);
+    assert!(
+        grow.message().contains("before its agent restarted"),
+        "{}",
+        grow.message()
+    );
     assert!(
         condition.message.contains("before its agent restarted")
             && condition.message.contains("restart the pod"),
@@ -2057,5 +2083,51 @@ async fn capacity_is_what_live_agents_report_free_per_node_or_together() {
         .into_inner();
     assert_eq!(gone.available_capacity, 0);
     finish(script).await;
+    driver.stop().await;
+}
+
+#[tokio::test]
+async fn a_topology_without_a_live_agent_is_refused_not_placed_elsewhere() {
+    let (client, mut server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let script = tokio::spawn(async move {
+        missing(&mut server, &format!("{VOLUMES}/pvc-z")).await;
+        let now = jiff::Timestamp::now().to_string();
+        answer(
+            &mut server,
+            "/apis/coordination.k8s.io/v1/namespaces/bulwark-system/leases",
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [
+                {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": "bulwark-agent-node-a", "namespace": "bulwark-system"},
+                 "spec": {"holderIdentity": "node-a", "renewTime": now, "leaseDurationSeconds": 30}},
+            ]}),
+        )
+        .await;
+    });
+    let mut request = create_request("pvc-z", 1 << 20);
+    request.accessibility_requirements = Some(proto::TopologyRequirement {
+        requisite: vec![proto::Topology {
+            segments: [(super::TOPOLOGY_NODE_KEY.to_owned(), "node-z".to_owned())].into(),
+        }],
+        preferred: vec![],
+    });
+    let refused = driver
+        .controller()
+        .create_volume(request)
+        .await
+        .expect_err("node-z runs no agent");
+    finish(script).await;
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains(
+            "no node of the requested topology (node-z) runs a bulwark agent (live agents: node-a)"
+        ),
+        "{}",
+        refused.message()
+    );
     driver.stop().await;
 }
