@@ -587,6 +587,13 @@ impl proto::controller_server::Controller for ControllerService {
         }
         let mut wanted = build_volume(name, size, source, &parameters);
         remember_csi_name(&mut wanted.metadata, csi_name);
+        // The API server would refuse it only after the RecurringJobs and the backing image
+        // were made: refuse it first, naming what the StorageClass set.
+        crd_types::Validate::validate(&wanted).map_err(|errors| {
+            invalid(format!(
+                "the StorageClass parameters make an invalid volume ({errors}); StorageClass parameter `fromBackup` is the Volume's spec.fromBackup, `nodeID` its spec.nodeID"
+            ))
+        })?;
 
         let volumes = self.volumes();
         match volumes

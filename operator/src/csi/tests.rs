@@ -2087,6 +2087,47 @@ async fn capacity_is_what_live_agents_report_free_per_node_or_together() {
 }
 
 #[tokio::test]
+async fn a_malformed_from_backup_is_refused_before_anything_is_read_or_made() {
+    let (client, _server) = ApiServer::start();
+    let driver = Driver::start(
+        Readiness::default(),
+        Some(controller_service(client, Duration::ZERO)),
+    )
+    .await;
+    let mut request = create_request("pvc-1", 1 << 20);
+    request.parameters.extend(
+        [
+            ("fromBackup", "backup-0123456789abcdef"),
+            (
+                "recurringJobs",
+                r#"[{"name":"snap","task":"snapshot","cron":"@daily","retain":1}]"#,
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    // The mock server answers nothing: any request would stall the call.
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        driver.controller().create_volume(request),
+    )
+    .await
+    .expect("refused without a request to the API server")
+    .expect_err("not a backup URL");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains("spec.fromBackup must be a backup URL")
+            && refused
+                .message()
+                .contains("StorageClass parameter `fromBackup`"),
+        "{}",
+        refused.message()
+    );
+    driver.stop().await;
+}
+
+#[tokio::test]
 async fn a_topology_without_a_live_agent_is_refused_not_placed_elsewhere() {
     let (client, mut server) = ApiServer::start();
     let driver = Driver::start(
