@@ -43,7 +43,7 @@ async fn run_snapshot_content(ctx: Arc<Context>, stop: CancellationToken) {
         tracing::info!(
             "VolumeSnapshotContents are left to the csi-snapshotter sidecar (--csi-endpoint is set)"
         );
-        return;
+        return snapshot_content::release_finalizers(ctx, stop).await;
     }
     snapshot_content::run(ctx, stop).await
 }

@@ -190,14 +190,14 @@ struct Evaluated {
     strict: bool,
 }
 
-pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
-    let api: Api<VolumeSnapshotContent> = Api::all(ctx.client.clone());
+/// Waits until the VolumeSnapshotContent CRD is served; false when `stop` fired first.
+async fn wait_for_crd(api: &Api<VolumeSnapshotContent>, stop: &CancellationToken) -> bool {
     // The snapshot CRDs are the user's to install; until they are, wait instead of letting a
     // watch fail in a loop.
     let mut told = false;
     loop {
         let wait = match api.list(&ListParams::default().limit(1)).await {
-            Ok(_) => break,
+            Ok(_) => return true,
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 if !told {
                     tracing::info!(
@@ -213,9 +213,59 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             }
         };
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return false,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// With the CSI Controller service served, the csi-snapshotter sidecar owns the contents of
+/// our driver: the finalizer this controller put on contents before (an upgrade) is removed
+/// once, or deleting those contents would hang with nobody left to remove it.
+pub async fn release_finalizers(ctx: Arc<Context>, stop: CancellationToken) {
+    let api: Api<VolumeSnapshotContent> = Api::all(ctx.client.clone());
+    if !wait_for_crd(&api, &stop).await {
+        return;
+    }
+    loop {
+        match release_all(&api, &ctx.config.csi_driver_name).await {
+            Ok(released) => {
+                if released > 0 {
+                    tracing::info!(
+                        released,
+                        "removed {FINALIZER} from VolumeSnapshotContents now served by the csi-snapshotter"
+                    );
+                }
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "cannot release VolumeSnapshotContents, retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+/// Removes [`FINALIZER`] from every content of `driver`; answers how many had it.
+pub async fn release_all(
+    api: &Api<VolumeSnapshotContent>,
+    driver: &str,
+) -> Result<usize, kube::Error> {
+    let mut released = 0;
+    for content in api.list(&ListParams::default()).await?.items {
+        if content.spec.driver == driver && content.finalizers().iter().any(|f| f == FINALIZER) {
+            finalizers::remove(api, &content, FINALIZER).await?;
+            released += 1;
+        }
+    }
+    Ok(released)
+}
+
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
+    let api: Api<VolumeSnapshotContent> = Api::all(ctx.client.clone());
+    if !wait_for_crd(&api, &stop).await {
+        return;
     }
     // What dynamic contents created carries their name in a label: its changes (ready,
     // completed, failed) wake the content at once instead of at its next requeue.

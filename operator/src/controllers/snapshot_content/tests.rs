@@ -1441,3 +1441,60 @@ async fn cluster_pre_provisioned_snapshot_content_becomes_ready_and_is_released(
         .delete(&namespace, &DeleteParams::default())
         .await;
 }
+
+#[tokio::test]
+async fn serving_csi_releases_only_our_finalizer_on_our_drivers_contents() {
+    let (client, mut server) = ApiServer::start();
+    let api: Api<VolumeSnapshotContent> = Api::all(client);
+    let named = |name: &str, driver: &str, finalizers: Value| {
+        let mut object = serde_json::to_value(content(json!({}))).expect("json");
+        object["apiVersion"] = json!("snapshot.storage.k8s.io/v1");
+        object["kind"] = json!("VolumeSnapshotContent");
+        object["metadata"]["name"] = json!(name);
+        object["metadata"]["finalizers"] = finalizers;
+        object["spec"]["driver"] = json!(driver);
+        object
+    };
+    let bound = "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
+    let script = tokio::spawn(async move {
+        server
+            .expect(
+                Method::GET,
+                "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents",
+            )
+            .await
+            .respond(json_response(
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [
+                    named("ours-held", "driver.bulwark.io", json!([bound, FINALIZER])),
+                    named("ours-free", "driver.bulwark.io", json!([bound])),
+                    named("theirs", "other.example.com", json!([FINALIZER])),
+                ]}),
+            ));
+        let patch = server
+            .expect(
+                Method::PATCH,
+                "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents/ours-held",
+            )
+            .await;
+        let body = patch.json();
+        patch.respond(json_response(
+            StatusCode::OK,
+            named("ours-held", "driver.bulwark.io", json!([bound])),
+        ));
+        body
+    });
+    let released = release_all(&api, "driver.bulwark.io")
+        .await
+        .expect("released");
+    assert_eq!(released, 1);
+    let patch = finish(script).await;
+    assert_eq!(
+        patch,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": [bound, FINALIZER]},
+            {"op": "replace", "path": "/metadata/finalizers", "value": [bound]},
+        ]),
+        "the snapshot-controller's finalizer stays"
+    );
+}
