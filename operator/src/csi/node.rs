@@ -172,15 +172,34 @@ impl NodeService {
     }
 }
 
+/// The file in a block volume's staging directory naming its loop device: unstage detaches
+/// that one even when the volume's file was served anew since (an agent restart).
+const STAGED_DEVICE: &str = "loop-device";
+
 fn stage(file: &Path, staging: &Path, capability: &proto::VolumeCapability) -> Result<(), String> {
-    let device = attach(file)?;
     let Some(volume_capability::AccessType::Mount(mount)) = &capability.access_type else {
         // Raw block: the loop device is all there is to stage.
+        let device = attach(file)?;
+        std::fs::create_dir_all(staging)
+            .and_then(|()| std::fs::write(staging.join(STAGED_DEVICE), &device))
+            .map_err(|e| {
+                format!(
+                    "cannot record the loop device in {}: {e}",
+                    staging.display()
+                )
+            })?;
         return Ok(());
     };
     if is_mount_point(staging) {
+        // Staged already (kubelet asks again after it restarts): fine while the device still
+        // holds the file the agent serves.
+        let condition = volume_condition(file, staging);
+        if condition.abnormal {
+            return Err(condition.message);
+        }
         return Ok(());
     }
+    let device = attach(file)?;
     let wanted = if mount.fs_type.is_empty() {
         "ext4"
     } else {
@@ -226,6 +245,21 @@ fn unstage(file: &Path, staging: &Path) -> Result<(), String> {
         .filter(|source| source.starts_with("/dev/loop"))
         .into_iter()
         .collect();
+    let record = staging.join(STAGED_DEVICE);
+    if let Ok(device) = std::fs::read_to_string(&record) {
+        // Only while it still holds this volume's file (by name: the file itself may be the
+        // one of a FUSE mount that is gone); a device since reused by another volume stays.
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        let device = device.trim().to_owned();
+        let holds = run(
+            "losetup",
+            &["--list", "--noheadings", "--output", "BACK-FILE", &device],
+        )
+        .is_ok_and(|back| name.is_some_and(|name| back.contains(&name)));
+        if holds {
+            devices.push(device);
+        }
+    }
     if is_mount_point(staging) {
         run("umount", &[&staging.to_string_lossy()])?;
     }
@@ -235,8 +269,14 @@ fn unstage(file: &Path, staging: &Path) -> Result<(), String> {
     devices.sort();
     devices.dedup();
     for device in devices {
-        run("losetup", &["-d", &device])?;
+        match run("losetup", &["-d", &device]) {
+            Ok(_) => {}
+            // Detached already (a repeated unstage): nothing left to release.
+            Err(error) if !Path::new(&device).exists() || error.contains("No such device") => {}
+            Err(error) => return Err(error),
+        }
     }
+    let _ = std::fs::remove_file(record);
     Ok(())
 }
 

@@ -2172,3 +2172,45 @@ async fn a_topology_without_a_live_agent_is_refused_not_placed_elsewhere() {
     );
     driver.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_volume_unstaged_after_its_file_was_served_anew_releases_its_loop_device() {
+    if !crate::agent::volumes::tests::fuse_available() {
+        return;
+    }
+    let (work, file, driver, mut client) = node_driver("pvc-6", 16 << 20).await;
+    let staging = work.path().join("staging/pvc-6");
+    client
+        .node_stage_volume(stage_request("pvc-6", &staging, true))
+        .await
+        .expect("staged");
+    let old = work.path().join("pvc-6.old");
+    std::fs::rename(&file, &old).expect("rename");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("the file served anew");
+    assert_ne!(loop_devices_of(&old), "", "staged on the old file");
+    let unstage = proto::NodeUnstageVolumeRequest {
+        volume_id: "pvc-6".into(),
+        staging_target_path: staging.display().to_string(),
+    };
+    client
+        .node_unstage_volume(unstage.clone())
+        .await
+        .expect("unstaged");
+    // A detach the kernel defers while udev still probes the device completes by itself.
+    let mut held = loop_devices_of(&old);
+    for _ in 0..50 {
+        if held.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held = loop_devices_of(&old);
+    }
+    assert_eq!(held, "", "the old loop device is released");
+    client
+        .node_unstage_volume(unstage)
+        .await
+        .expect("unstaging again is fine");
+    driver.stop().await;
+}
