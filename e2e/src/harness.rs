@@ -657,7 +657,18 @@ impl Drop for Cluster {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         kill(processes.controller);
+        let agents = processes.agents.len();
         processes.agents.into_iter().for_each(kill);
+        // A killed agent leaves its FUSE mount behind, dead: detach it (lazily, as a pod's
+        // loop device may still hold it) so test runs do not pile mounts up.
+        for i in 0..agents {
+            let mount = self.work.path().join(format!("node-{i}/mnt"));
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&mount)
+                .stderr(Stdio::null())
+                .status();
+        }
         for (_, sidecar) in processes.sidecars {
             kill(Some(sidecar));
         }

@@ -418,6 +418,30 @@ fn expand(file: &Path, volume_path: &Path, block: bool) -> Result<i64, String> {
         .map_err(|e| format!("blockdev --getsize64 {device} said {bytes:?}: {e}"))
 }
 
+/// Where the volume is published other than at `target` (and its staging path), if anywhere:
+/// a mount of its staged file system, or a bind mount of its loop device.
+fn published_elsewhere(file: &Path, staging: &Path, target: &Path, block: bool) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (device_numbers, device_root) = if block {
+        let device = loop_devices(file).ok()?.into_iter().next()?;
+        let name = device.rsplit('/').next()?.to_owned();
+        (None, Some(format!("/{name}")))
+    } else {
+        let dev = std::fs::metadata(staging).ok()?.dev();
+        let numbers = format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev));
+        (Some(numbers), None)
+    };
+    table.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (numbers, root, point) = (*fields.get(2)?, *fields.get(3)?, fields.get(4)?);
+        let point = PathBuf::from(unescape(point));
+        let same =
+            device_numbers.as_deref() == Some(numbers) || device_root.as_deref() == Some(root);
+        (same && point != staging && point != target).then_some(point)
+    })
+}
+
 fn publish(
     file: &Path,
     staging: &Path,
@@ -536,6 +560,22 @@ impl proto::node_server::Node for NodeService {
             Some(volume_capability::AccessType::Block(_))
         );
         let file = self.volume_file(volume).await?;
+        let single_writer = capability.access_mode.as_ref().is_some_and(|m| {
+            m.mode == volume_capability::access_mode::Mode::SingleNodeSingleWriter as i32
+        });
+        if single_writer {
+            // ReadWriteOncePod: one publish at a time.
+            let elsewhere = {
+                let (file, staging, target) = (file.clone(), staging.clone(), target.clone());
+                blocking(move || Ok(published_elsewhere(&file, &staging, &target, block))).await?
+            };
+            if let Some(other) = elsewhere {
+                return Err(Status::failed_precondition(format!(
+                    "volume {volume} is single-writer (ReadWriteOncePod) and already published at {}: unpublish it there first",
+                    other.display()
+                )));
+            }
+        }
         let readonly = request.readonly;
         blocking(move || publish(&file, &staging, &target, block, readonly)).await?;
         Ok(Response::new(proto::NodePublishVolumeResponse {}))

@@ -2214,3 +2214,70 @@ async fn a_block_volume_unstaged_after_its_file_was_served_anew_releases_its_loo
         .expect("unstaging again is fine");
     driver.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_writer_volume_is_published_at_one_target_at_a_time() {
+    if !crate::agent::volumes::tests::fuse_available() {
+        return;
+    }
+    for block in [false, true] {
+        let volume = if block { "pvc-7b" } else { "pvc-7f" };
+        let (work, _file, driver, mut client) = node_driver(volume, 16 << 20).await;
+        let staging = work.path().join("staging").join(volume);
+        let single_writer = |mut capability: proto::VolumeCapability| {
+            capability.access_mode = Some(volume_capability::AccessMode {
+                mode: volume_capability::access_mode::Mode::SingleNodeSingleWriter as i32,
+            });
+            capability
+        };
+        let mut stage = stage_request(volume, &staging, block);
+        stage.volume_capability = stage.volume_capability.map(single_writer);
+        client.node_stage_volume(stage).await.expect("staged");
+        let publish = |target: &std::path::Path| {
+            let mut request = publish_request(volume, &staging, target, block, false);
+            request.volume_capability = request.volume_capability.map(single_writer);
+            request
+        };
+        let first = work.path().join("pods/p1").join(volume);
+        let second = work.path().join("pods/p2").join(volume);
+        client
+            .node_publish_volume(publish(&first))
+            .await
+            .expect("published");
+        let refused = client
+            .node_publish_volume(publish(&second))
+            .await
+            .expect_err("a second pod");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "block {block}");
+        assert!(
+            refused.message().contains("already published at")
+                && refused.message().contains(&first.display().to_string()),
+            "{}",
+            refused.message()
+        );
+        client
+            .node_publish_volume(publish(&first))
+            .await
+            .expect("the same target again is fine");
+        client
+            .node_unpublish_volume(unpublish_request(volume, &first))
+            .await
+            .expect("unpublished");
+        client
+            .node_publish_volume(publish(&second))
+            .await
+            .expect("free again");
+        client
+            .node_unpublish_volume(unpublish_request(volume, &second))
+            .await
+            .expect("unpublished");
+        client
+            .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                volume_id: volume.into(),
+                staging_target_path: staging.display().to_string(),
+            })
+            .await
+            .expect("unstaged");
+        driver.stop().await;
+    }
+}
