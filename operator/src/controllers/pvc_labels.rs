@@ -72,7 +72,7 @@ pub async fn reconcile(pvc: &PersistentVolumeClaim, ctx: &Context) -> Result<Act
     let Some(volume) = volumes.get_opt(&csi.volume_handle).await? else {
         return Ok(Action::requeue(RESYNC));
     };
-    let changes = propagate_pvc_labels(&pvc.labels().clone(), &volume.labels().clone());
+    let changes = propagate_pvc_labels(pvc.labels(), volume.labels());
     if changes.is_empty() {
         return Ok(Action::requeue(RESYNC));
     }

@@ -51,9 +51,22 @@ pub struct ControllerService {
 }
 
 impl ControllerService {
-    fn volumes(&self) -> Api<Volume> {
+    /// Objects of a kind in the operator's namespace.
+    pub(super) fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
+
+    fn volumes(&self) -> Api<Volume> {
+        self.api()
+    }
+}
+
+/// A volume's size in bytes, as CSI counts them.
+pub(super) fn size_of(volume: &Volume) -> Option<i64> {
+    volume.spec.size_bytes().and_then(|b| i64::try_from(b).ok())
 }
 
 pub(super) fn invalid(message: impl Into<String>) -> Status {
@@ -280,11 +293,7 @@ pub fn node_capacity(live: &[(String, Option<u64>)], topology: Option<&proto::To
 /// as large as its snapshot, is still the one asked for.)
 fn same_request(existing: &Volume, wanted: &Volume, range: Option<&proto::CapacityRange>) -> bool {
     let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
-    let size_fits = match existing
-        .spec
-        .size_bytes()
-        .and_then(|b| i64::try_from(b).ok())
-    {
+    let size_fits = match size_of(existing) {
         Some(size) => size >= required && (limit == 0 || size <= limit),
         None => false,
     };
@@ -345,7 +354,7 @@ impl ControllerService {
                             "volume_content_source.volume.volume_id: volume {id} does not exist"
                         ))
                     })?;
-                Ok(volume.spec.size_bytes().and_then(|b| i64::try_from(b).ok()))
+                Ok(size_of(&volume))
             }
             Some(volume_content_source::Type::Snapshot(source)) => {
                 let field = "volume_content_source.snapshot.snapshot_id";
@@ -382,8 +391,7 @@ impl ControllerService {
     /// is created, so a refused request leaves nothing behind.
     async fn prerequisites(&self, parameters: &VolumeParameters) -> Result<Prerequisites, Status> {
         let mut needed = Prerequisites::default();
-        let jobs: Api<crd_types::RecurringJob> =
-            Api::namespaced(self.client.clone(), &self.namespace);
+        let jobs: Api<crd_types::RecurringJob> = self.api();
         for job in &parameters.recurring_jobs {
             let mut wanted = parameters::recurring_job_object(job).map_err(invalid)?;
             let name = job.name.as_str();
@@ -426,8 +434,7 @@ impl ControllerService {
         &self,
         image: &parameters::BackingImageRequest,
     ) -> Result<Option<crd_types::BackingImage>, Status> {
-        let images: Api<crd_types::BackingImage> =
-            Api::namespaced(self.client.clone(), &self.namespace);
+        let images: Api<crd_types::BackingImage> = self.api();
         let name = image.name.as_str();
         if let Some(existing) = images
             .get_opt(name)
@@ -471,8 +478,7 @@ impl ControllerService {
 
     async fn create_prerequisites(&self, needed: Prerequisites) -> Result<(), Status> {
         let params = PostParams::default();
-        let jobs: Api<crd_types::RecurringJob> =
-            Api::namespaced(self.client.clone(), &self.namespace);
+        let jobs: Api<crd_types::RecurringJob> = self.api();
         for job in &needed.recurring_jobs {
             let name = job.metadata.name.as_deref().unwrap_or_default();
             match jobs.create(&params, job).await {
@@ -490,8 +496,7 @@ impl ControllerService {
         }
         if let Some(image) = &needed.backing_image {
             let name = image.metadata.name.as_deref().unwrap_or_default();
-            let images: Api<crd_types::BackingImage> =
-                Api::namespaced(self.client.clone(), &self.namespace);
+            let images: Api<crd_types::BackingImage> = self.api();
             match images.create(&params, image).await {
                 Ok(_) => tracing::info!(image = name, "CSI: BackingImage created for backingImage"),
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -665,11 +670,7 @@ impl proto::controller_server::Controller for ControllerService {
             }
         }
         let ready = self.wait_ready(name).await?;
-        let size = ready
-            .spec
-            .size_bytes()
-            .and_then(|b| i64::try_from(b).ok())
-            .unwrap_or(size);
+        let size = size_of(&ready).unwrap_or(size);
         Ok(Response::new(proto::CreateVolumeResponse {
             volume: Some(csi_volume(&ready, size, request.volume_content_source)),
         }))
@@ -822,11 +823,7 @@ impl proto::controller_server::Controller for ControllerService {
         let entries = volumes
             .iter()
             .map(|volume| {
-                let size = volume
-                    .spec
-                    .size_bytes()
-                    .and_then(|b| i64::try_from(b).ok())
-                    .unwrap_or(0);
+                let size = size_of(volume).unwrap_or(0);
                 proto::list_volumes_response::Entry {
                     volume: Some(csi_volume(volume, size, None)),
                     status: None,
@@ -909,11 +906,7 @@ impl proto::controller_server::Controller for ControllerService {
             false => None,
         }
         .ok_or_else(|| Status::not_found(format!("volume {id} does not exist")))?;
-        let current = volume
-            .spec
-            .size_bytes()
-            .and_then(|b| i64::try_from(b).ok())
-            .unwrap_or(0);
+        let current = size_of(&volume).unwrap_or(0);
         // The node grows the loop device (and the file system on it) once the agent has grown
         // the data: kubelet calls NodeExpandVolume where the volume is staged.
         let answer = |capacity_bytes| {

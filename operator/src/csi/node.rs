@@ -57,27 +57,44 @@ pub fn is_mount_point(path: &Path) -> bool {
     mount_source(path).is_some()
 }
 
-/// What is mounted at `path` (the device, e.g. `/dev/loop3`), if anything.
-fn mount_source(path: &Path) -> Option<String> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let wanted = path.to_string_lossy();
+/// One entry of this process's mount table (`/proc/self/mountinfo`), escapes decoded.
+struct Mount {
+    /// `major:minor` of the mounted file system.
+    numbers: String,
+    /// The path within that file system that is mounted (`/loop3` for a bound device node).
+    root: String,
+    point: PathBuf,
+    /// What was mounted (e.g. `/dev/loop3`): the field after the " - " separator's type.
+    source: String,
+}
+
+fn mounts() -> Vec<Mount> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     table
         .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let source = line.split(" - ").nth(1)?.split(' ').nth(1)?;
+            Some(Mount {
+                numbers: (*fields.get(2)?).to_owned(),
+                root: unescape(fields.get(3)?),
+                point: PathBuf::from(unescape(fields.get(4)?)),
+                source: unescape(source),
+            })
+        })
+        .collect()
+}
+
+/// What is mounted at `path` (the device, e.g. `/dev/loop3`), if anything: the last mount on a
+/// path is the one seen there.
+fn mount_source(path: &Path) -> Option<String> {
+    mounts()
+        .into_iter()
         .rev()
-        .find(|line| {
-            line.split(' ')
-                .nth(4)
-                .is_some_and(|point| unescape(point) == wanted)
-        })
-        // The last mount on a path is the one seen there. After the " - " separator come the
-        // file system type and the source.
-        .map(|line| {
-            line.split(" - ")
-                .nth(1)
-                .and_then(|rest| rest.split(' ').nth(1))
-                .map(unescape)
-                .unwrap_or_default()
-        })
+        .find(|mount| mount.point == path)
+        .map(|mount| mount.source)
 }
 
 fn unescape(field: &str) -> String {
@@ -422,7 +439,6 @@ fn expand(file: &Path, volume_path: &Path, block: bool) -> Result<i64, String> {
 /// a mount of its staged file system, or a bind mount of its loop device.
 fn published_elsewhere(file: &Path, staging: &Path, target: &Path, block: bool) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let (device_numbers, device_root) = if block {
         let device = loop_devices(file).ok()?.into_iter().next()?;
         let name = device.rsplit('/').next()?.to_owned();
@@ -432,14 +448,14 @@ fn published_elsewhere(file: &Path, staging: &Path, target: &Path, block: bool) 
         let numbers = format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev));
         (Some(numbers), None)
     };
-    table.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (numbers, root, point) = (*fields.get(2)?, *fields.get(3)?, fields.get(4)?);
-        let point = PathBuf::from(unescape(point));
-        let same =
-            device_numbers.as_deref() == Some(numbers) || device_root.as_deref() == Some(root);
-        (same && point != staging && point != target).then_some(point)
-    })
+    mounts()
+        .into_iter()
+        .find(|mount| {
+            let same = device_numbers.as_deref() == Some(mount.numbers.as_str())
+                || device_root.as_deref() == Some(mount.root.as_str());
+            same && mount.point != staging && mount.point != target
+        })
+        .map(|mount| mount.point)
 }
 
 fn publish(

@@ -19,7 +19,7 @@ use tonic::Status;
 
 use super::controller::{
     CREATED_BY_LABEL, ControllerService, api_error, invalid, is_volume_name, remember_csi_name,
-    volume_name,
+    size_of, volume_name,
 };
 use super::proto;
 use crate::controllers::snapshot_content::resolve::{self, Create, Objects, Outcome};
@@ -53,26 +53,28 @@ impl Objects for Fetched {
     }
 }
 
-/// One object by name, `None` when missing.
-async fn get<K>(api: &Api<K>, name: &str) -> Result<Option<Arc<K>>, Status>
+/// Reads object `name` into `found`; nothing when it is missing or being deleted (an object
+/// being deleted is gone as far as CSI is concerned: DeleteSnapshot answered).
+async fn read_into<K>(
+    csi: &ControllerService,
+    found: &mut BTreeMap<String, Arc<K>>,
+    name: &str,
+) -> Result<(), Status>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
-    // An object being deleted is gone as far as CSI is concerned (DeleteSnapshot answered).
-    api.get_opt(name)
+    let object = csi
+        .api::<K>()
+        .get_opt(name)
         .await
-        .map(|found| {
-            found
-                .filter(|o| o.meta().deletion_timestamp.is_none())
-                .map(Arc::new)
-        })
-        .map_err(|e| {
-            api_error(
-                &format!("reading {} {name}", K::kind(&Default::default())),
-                e,
-            )
-        })
+        .map_err(|e| api_error(&format!("reading {} {name}", K::kind(&())), e))?;
+    if let Some(object) = object.filter(|o| o.meta().deletion_timestamp.is_none()) {
+        found.insert(name.to_owned(), Arc::new(object));
+    }
+    Ok(())
 }
 
 /// Every object of a kind (with `labels`, if given), by name.
@@ -98,63 +100,31 @@ where
 }
 
 impl ControllerService {
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
-    {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
     /// Reads what `handle` points at (and its volume).
     pub async fn fetch_for_handle(&self, handle: &SnapshotHandle) -> Result<Fetched, Status> {
         let mut fetched = Fetched::default();
         let volume = match handle {
             SnapshotHandle::Snapshot { volume, snapshot } => {
-                fetched.add_snapshot(self, snapshot.as_str()).await?;
+                read_into(self, &mut fetched.snapshots, snapshot.as_str()).await?;
                 Some(volume.as_str())
             }
             SnapshotHandle::Backup { volume, backup } => {
-                fetched.add_backup(self, backup.as_str()).await?;
+                read_into(self, &mut fetched.backups, backup.as_str()).await?;
                 Some(volume.as_str())
             }
             SnapshotHandle::BackingImage(image) => {
-                fetched.add_image(self, image.name.as_str()).await?;
+                read_into(self, &mut fetched.backing_images, image.name.as_str()).await?;
                 None
             }
         };
         if let Some(volume) = volume {
-            fetched.add_volume(self, volume).await?;
+            read_into(self, &mut fetched.volumes, volume).await?;
         }
         Ok(fetched)
     }
 }
 
 impl Fetched {
-    async fn add_volume(&mut self, csi: &ControllerService, name: &str) -> Result<(), Status> {
-        if let Some(found) = get(&csi.api::<Volume>(), name).await? {
-            self.volumes.insert(name.to_owned(), found);
-        }
-        Ok(())
-    }
-    async fn add_snapshot(&mut self, csi: &ControllerService, name: &str) -> Result<(), Status> {
-        if let Some(found) = get(&csi.api::<Snapshot>(), name).await? {
-            self.snapshots.insert(name.to_owned(), found);
-        }
-        Ok(())
-    }
-    async fn add_backup(&mut self, csi: &ControllerService, name: &str) -> Result<(), Status> {
-        if let Some(found) = get(&csi.api::<Backup>(), name).await? {
-            self.backups.insert(name.to_owned(), found);
-        }
-        Ok(())
-    }
-    async fn add_image(&mut self, csi: &ControllerService, name: &str) -> Result<(), Status> {
-        if let Some(found) = get(&csi.api::<BackingImage>(), name).await? {
-            self.backing_images.insert(name.to_owned(), found);
-        }
-        Ok(())
-    }
-
     /// Whether the object `handle` names exists (whatever its state).
     pub fn has_object_of(&self, handle: &SnapshotHandle) -> bool {
         match handle {
@@ -247,10 +217,7 @@ fn csi_snapshot(
 }
 
 fn volume_bytes(objects: &impl Objects, volume: &str) -> Option<i64> {
-    objects
-        .volume(volume)
-        .and_then(|v| v.spec.size_bytes())
-        .and_then(|b| i64::try_from(b).ok())
+    objects.volume(volume).and_then(|v| size_of(&v))
 }
 
 /// The creation time of the object a handle names.
@@ -290,9 +257,13 @@ impl ControllerService {
         let name = volume_name(&request.name);
         let mut objects = Fetched::default();
         match kind {
-            SnapshotRequestKind::Snapshot => objects.add_snapshot(self, &name).await?,
-            SnapshotRequestKind::Backup { .. } => objects.add_backup(self, &name).await?,
-            SnapshotRequestKind::BackingImage { .. } => objects.add_image(self, &name).await?,
+            SnapshotRequestKind::Snapshot => read_into(self, &mut objects.snapshots, &name).await?,
+            SnapshotRequestKind::Backup { .. } => {
+                read_into(self, &mut objects.backups, &name).await?
+            }
+            SnapshotRequestKind::BackingImage { .. } => {
+                read_into(self, &mut objects.backing_images, &name).await?
+            }
         }
         if let Some(made_from) = objects.source_of(kind, &name)
             && made_from.as_deref() != Some(source)
@@ -304,7 +275,7 @@ impl ControllerService {
             )));
         }
         if is_volume_name(source) {
-            objects.add_volume(self, source).await?;
+            read_into(self, &mut objects.volumes, source).await?;
         }
         if objects.volume(source).is_none() {
             return Err(Status::not_found(format!(
@@ -317,7 +288,7 @@ impl ControllerService {
         let handle = made_handle(kind, source, &name)?;
         let created = match &outcome {
             Outcome::Create(create) => {
-                let metadata = self.create_object(create, &request.name).await?;
+                let metadata = self.create_object(create, Some(&request.name)).await?;
                 created_nanos(&metadata)
             }
             Outcome::Failed(why) => {
@@ -338,17 +309,20 @@ impl ControllerService {
         .expect("only failed outcomes have no snapshot"))
     }
 
-    /// Creates `create` (an existing one of its name is fine: a retry after a lost answer).
+    /// Creates `create` (an existing one of its name is fine: a retry after a lost answer),
+    /// keeping the CSI name it was asked for under, if any.
     async fn create_object(
         &self,
         create: &Create,
-        csi_name: &str,
+        csi_name: Option<&str>,
     ) -> Result<kube::api::ObjectMeta, Status> {
         let params = PostParams::default();
         macro_rules! post {
             ($object:expr, $kind:ty) => {{
                 let mut object = $object.clone();
-                remember_csi_name(&mut object.metadata, csi_name);
+                if let Some(csi_name) = csi_name {
+                    remember_csi_name(&mut object.metadata, csi_name);
+                }
                 let api = self.api::<$kind>();
                 match api.create(&params, &object).await {
                     Ok(created) => created.metadata,
@@ -458,11 +432,7 @@ impl ControllerService {
             // A pre-provisioned `bi://` handle that says how to make its image (a download or
             // an export): the image is made on demand, as Longhorn does, and is in progress.
             Outcome::Create(create) if matches!(handle, SnapshotHandle::BackingImage(_)) => {
-                let name = match create.as_ref() {
-                    Create::BackingImage(image) => image.name_any(),
-                    other => other.describe(),
-                };
-                self.create_object(create, &name).await?;
+                self.create_object(create, None).await?;
             }
             _ if !objects.has_object_of(&handle) => return Ok(None),
             Outcome::Failed(why) => {
