@@ -76,6 +76,15 @@ impl Driver {
         }
     }
 
+    /// The Controller service alone, answering at once (no waiting for Ready).
+    async fn controller_only(client: kube::Client) -> Driver {
+        Self::start(
+            Readiness::default(),
+            Some(controller_service(client, Duration::ZERO)),
+        )
+        .await
+    }
+
     fn controller(&self) -> ControllerClient<Channel> {
         ControllerClient::new(self.channel.clone())
     }
@@ -220,11 +229,7 @@ async fn bad_create_requests_are_refused_with_the_field_before_anything_is_made(
     let (client, server) = ApiServer::start();
     // Any request to the API server would fail the RPC with another code: none may be sent.
     drop(server);
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let mut controller = driver.controller();
     let mut multi = create_request("pvc-1", 1 << 20);
     multi.volume_capabilities = vec![capability(
@@ -339,9 +344,7 @@ async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
             ]}),
         )
         .await;
-        let create = server.expect(Method::POST, VOLUMES).await;
-        let body = create.json();
-        create.respond(json_response(StatusCode::CREATED, body.clone()));
+        let body = created(&mut server, VOLUMES).await;
         // Still being created on the first look, Ready on the second.
         answer(
             &mut server,
@@ -414,11 +417,7 @@ async fn a_new_volume_is_created_with_its_parameters_and_answered_once_ready() {
 #[tokio::test]
 async fn create_is_idempotent_by_name_and_refuses_a_different_volume_of_that_name() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let script = tokio::spawn(async move {
         for _ in 0..2 {
             answer(
@@ -470,11 +469,7 @@ fn any_csi_name_gets_a_stable_volume_name() {
 #[tokio::test]
 async fn a_volume_not_ready_in_time_is_aborted_for_a_retry() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let script = tokio::spawn(async move {
         for _ in 0..2 {
             answer(
@@ -504,11 +499,7 @@ async fn a_volume_not_ready_in_time_is_aborted_for_a_retry() {
 async fn delete_and_validate_answer_for_missing_and_existing_volumes() {
     use volume_capability::access_mode::Mode;
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let script = tokio::spawn(async move {
         // Deleted, and gone on the first look.
         server
@@ -884,11 +875,7 @@ async fn a_block_volume_is_published_as_its_device() {
 #[tokio::test]
 async fn a_clone_of_a_missing_volume_is_not_found_and_creates_nothing() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let script = tokio::spawn(async move {
         missing(&mut server, &format!("{VOLUMES}/pvc-1")).await;
         missing(&mut server, &format!("{VOLUMES}/pvc-gone")).await;
@@ -921,11 +908,7 @@ const SNAPSHOTS: &str = "/apis/bulwark.io/v1beta1/namespaces/bulwark-system/snap
 #[tokio::test]
 async fn a_snap_class_snapshot_is_a_snapshot_object_reported_ready_when_it_is() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let snapshot_json = |status: Value| {
         json!({
             "apiVersion": "bulwark.io/v1beta1", "kind": "Snapshot",
@@ -1033,6 +1016,14 @@ async fn a_snap_class_snapshot_is_a_snapshot_object_reported_ready_when_it_is() 
     driver.stop().await;
 }
 
+/// The next request is a POST to `path`, answered with what it sent; answers that.
+async fn created(server: &mut ApiServer, path: &str) -> Value {
+    let create = server.expect(Method::POST, path).await;
+    let body = create.json();
+    create.respond(json_response(StatusCode::CREATED, body.clone()));
+    body
+}
+
 /// The next request is a GET of `path`, answered with `body`.
 async fn answer(server: &mut ApiServer, path: &str, body: Value) {
     server
@@ -1080,11 +1071,7 @@ fn snapshot_request(name: &str, parameters: &[(&str, &str)]) -> proto::CreateSna
 #[tokio::test]
 async fn a_bak_class_snapshot_is_a_backup_listed_by_its_id_and_deleted_with_it() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let volume = volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a"));
     let script = tokio::spawn(async move {
         // CreateSnapshot: no Backup yet, so one is made.
@@ -1205,11 +1192,7 @@ async fn a_bak_class_snapshot_is_a_backup_listed_by_its_id_and_deleted_with_it()
 #[tokio::test]
 async fn a_bi_class_snapshot_exports_the_volume_as_a_backing_image_with_a_stable_id() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let image = |status: Value| {
         json!({
             "apiVersion": "bulwark.io/v1beta1", "kind": "BackingImage",
@@ -1294,11 +1277,7 @@ async fn a_bi_class_snapshot_exports_the_volume_as_a_backing_image_with_a_stable
 #[tokio::test]
 async fn list_snapshots_gives_every_usable_kind_filtered_by_volume_and_paged() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let list = |items: Vec<Value>| json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items});
     let snapshot = |name: &str, volume: &str, status: Value| {
         json!({"apiVersion": "bulwark.io/v1beta1", "kind": "Snapshot",
@@ -1426,11 +1405,7 @@ async fn list_snapshots_gives_every_usable_kind_filtered_by_volume_and_paged() {
 #[tokio::test]
 async fn a_volume_from_a_backup_is_as_large_as_the_backup_and_refused_until_it_is_usable() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let script = tokio::spawn(async move {
         // 1: the backup is still being made.
         missing(&mut server, &format!("{VOLUMES}/pvc-new")).await;
@@ -1459,9 +1434,7 @@ async fn a_volume_from_a_backup_is_as_large_as_the_backup_and_refused_until_it_i
             missing(&mut server, &format!("{VOLUMES}/pvc-1")).await;
         }
         // 4: no size asked: the backup's.
-        let create = server.expect(Method::POST, VOLUMES).await;
-        let body = create.json();
-        create.respond(json_response(StatusCode::CREATED, body.clone()));
+        let body = created(&mut server, VOLUMES).await;
         answer(
             &mut server,
             &format!("{VOLUMES}/pvc-new"),
@@ -1677,11 +1650,7 @@ async fn grown_once(server: &mut ApiServer, from: &str, to: &str) -> Value {
 #[tokio::test]
 async fn expand_grows_the_volume_spec_and_list_volumes_pages_through_volumes() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let script = tokio::spawn(async move {
         let body = grown_once(&mut server, "1Mi", "4194304").await;
         missing(&mut server, &format!("{VOLUMES}/pvc-gone")).await;
@@ -1799,12 +1768,9 @@ async fn legacy_recurring_jobs_and_a_described_backing_image_are_made_before_the
         missing(&mut server, &format!("{JOBS}/snap")).await;
         answer(&mut server, &format!("{JOBS}/bak"), existing_job).await;
         missing(&mut server, &format!("{IMAGES}/base")).await;
-        let mut created = Vec::new();
+        let mut bodies = Vec::new();
         for path in [JOBS, IMAGES, VOLUMES] {
-            let create = server.expect(Method::POST, path).await;
-            let body = create.json();
-            create.respond(json_response(StatusCode::CREATED, body.clone()));
-            created.push(body);
+            bodies.push(created(&mut server, path).await);
         }
         answer(
             &mut server,
@@ -1812,7 +1778,7 @@ async fn legacy_recurring_jobs_and_a_described_backing_image_are_made_before_the
             volume_json("pvc-1", "1048576", Some("Ready"), Some("node-a")),
         )
         .await;
-        created
+        bodies
     });
     let mut controller = driver.controller();
     let request = |name: &str, with_source: bool| {
@@ -1978,18 +1944,11 @@ async fn unstage_releases_the_loop_device_even_when_the_file_was_served_anew() {
 #[tokio::test]
 async fn a_pre_provisioned_download_handle_makes_its_backing_image_on_demand() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let id = "bi://backing?backingImage=base&backingImageDataSourceType=download&url=http%3A%2F%2F127.0.0.1%3A9%2Fbase.img";
     let script = tokio::spawn(async move {
         missing(&mut server, &format!("{IMAGES}/base")).await;
-        let create = server.expect(Method::POST, IMAGES).await;
-        let body = create.json();
-        create.respond(json_response(StatusCode::CREATED, body.clone()));
-        body
+        created(&mut server, IMAGES).await
     });
     let listed = driver
         .controller()
@@ -2021,11 +1980,7 @@ async fn a_pre_provisioned_download_handle_makes_its_backing_image_on_demand() {
 #[tokio::test]
 async fn capacity_is_what_live_agents_report_free_per_node_or_together() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let now = jiff::Timestamp::now().to_string();
     let lease = |node: &str, renewed: &str, free: Option<&str>| {
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -2089,11 +2044,7 @@ async fn capacity_is_what_live_agents_report_free_per_node_or_together() {
 #[tokio::test]
 async fn a_malformed_from_backup_is_refused_before_anything_is_read_or_made() {
     let (client, _server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let mut request = create_request("pvc-1", 1 << 20);
     request.parameters.extend(
         [
@@ -2130,11 +2081,7 @@ async fn a_malformed_from_backup_is_refused_before_anything_is_read_or_made() {
 #[tokio::test]
 async fn a_topology_without_a_live_agent_is_refused_not_placed_elsewhere() {
     let (client, mut server) = ApiServer::start();
-    let driver = Driver::start(
-        Readiness::default(),
-        Some(controller_service(client, Duration::ZERO)),
-    )
-    .await;
+    let driver = Driver::controller_only(client).await;
     let script = tokio::spawn(async move {
         missing(&mut server, &format!("{VOLUMES}/pvc-z")).await;
         let now = jiff::Timestamp::now().to_string();
